@@ -1,0 +1,31 @@
+# make demo  - set up .venv (CPU torch), build lshx, run a small real job on PTB-16%
+# make test  - set up when needed, then run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lshx-installed
+TORCH_INDEX ?=
+
+.PHONY: demo test setup bench clean nvcc-check
+
+setup: $(STAMP)
+
+$(STAMP): setup.py csrc/lshx.cpp $(wildcard csrc/cpu/*.cpp csrc/*.h)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0 $(TORCH_INDEX)
+	$(BIN)/pip install -q numpy scikit-learn hyperopt==0.3.0 lightgbm click matplotlib pybind11 ninja pytest setuptools wheel
+	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/lshx train ptb-lstm --preset small --epochs 2 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+nvcc-check:
+	@for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; nvcc -std=c++17 -c $$f -o /dev/null || exit 1; done
+
+clean:
+	rm -rf build *.egg-info lshx/_C*.so

@@ -1,0 +1,82 @@
+// ATen bindings of the CUDA kernels (float32 only).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <torch/library.h>
+
+#include "../utils.h"
+#include "kernels.h"
+
+namespace lshx {
+
+#define LSHX_CUDA_OK(expr)                                                     \
+  do {                                                                         \
+    cudaError_t err_ = (expr);                                                 \
+    TORCH_CHECK(err_ == cudaSuccess, "lshx CUDA error: ", cudaGetErrorString(err_)); \
+  } while (0)
+#define LSHX_CHECK_F32(x) TORCH_CHECK((x).scalar_type() == at::kFloat, #x " must be float32 on CUDA")
+
+static at::Tensor apply_mask_cuda(const at::Tensor& weight, const at::Tensor& mask) {
+  LSHX_CHECK_SAME_SHAPE(weight, mask);
+  LSHX_CHECK_F32(weight);
+  auto w = weight.contiguous();
+  auto m = mask.to(at::kBool).contiguous();
+  auto out = at::empty_like(w);
+  LSHX_CUDA_OK(cuda::apply_mask(w.data_ptr<float>(), m.data_ptr<bool>(), out.data_ptr<float>(), w.numel(),
+                                at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+static at::Tensor masked_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
+                                     const c10::optional<at::Tensor>& bias) {
+  LSHX_CHECK_CUDA(x);
+  TORCH_CHECK(x.size(-1) == weight.size(1), "masked_linear: feature mismatch");
+  auto we = apply_mask_cuda(weight, mask);
+  auto x2 = x.reshape({-1, weight.size(1)});
+  at::Tensor y = bias.has_value() && bias->defined() ? at::addmm(*bias, x2, we.t()) : at::mm(x2, we.t());
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return y.reshape(sizes);
+}
+
+static std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
+    bool has_bias) {
+  auto we = apply_mask_cuda(weight, mask);
+  auto g2 = grad.reshape({-1, weight.size(0)});
+  auto x2 = x.reshape({-1, weight.size(1)});
+  return {at::mm(g2, we).reshape(x.sizes()), at::mm(g2.t(), x2), has_bias ? g2.sum(0) : at::Tensor()};
+}
+
+static at::Tensor row_combine_cuda(const at::Tensor& w_, const at::Tensor& coef_, const at::Tensor& diag_) {
+  LSHX_CHECK_F32(w_);
+  const int64_t K = coef_.size(0), G = coef_.size(1), H = coef_.size(2), M = w_.size(1);
+  TORCH_CHECK(w_.size(0) == G * H, "row_combine: w rows must be G*H");
+  const bool has_diag = diag_.defined() && diag_.numel() > 0;
+  TORCH_CHECK(!has_diag || M == H, "row_combine: diag needs a square block");
+  auto w = w_.contiguous(), coef = coef_.contiguous();
+  auto diag = has_diag ? diag_.contiguous() : diag_;
+  auto out = at::empty({K, H, M}, w.options());
+  LSHX_CUDA_OK(cuda::row_combine(w.data_ptr<float>(), coef.data_ptr<float>(),
+                                 has_diag ? diag.data_ptr<float>() : nullptr, out.data_ptr<float>(), K, G, H, M,
+                                 at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+static std::tuple<at::Tensor, at::Tensor> lyapunov_step_cuda(const at::Tensor& jb) {
+  LSHX_CHECK_F32(jb);
+  auto qr = at::linalg_qr(jb, "reduced");
+  auto r = std::get<1>(qr).contiguous();
+  auto out = at::empty({jb.size(0), jb.size(2)}, jb.options());
+  LSHX_CUDA_OK(cuda::log_abs_diag(r.data_ptr<float>(), out.data_ptr<float>(), r.size(0), r.size(2),
+                                  at::cuda::getCurrentCUDAStream()));
+  return {std::get<0>(qr).contiguous(), out};
+}
+
+TORCH_LIBRARY_IMPL(lshx, CUDA, m) {
+  m.impl("masked_linear", &masked_linear_cuda);
+  m.impl("masked_linear_backward", &masked_linear_backward_cuda);
+  m.impl("row_combine", &row_combine_cuda);
+  m.impl("lyapunov_step", &lyapunov_step_cuda);
+}
+
+}  // namespace lshx

@@ -1,0 +1,43 @@
+// Op schemas of the lshx extension. Kernels live in csrc/cpu and csrc/cuda.
+#include <Python.h>
+#include <torch/library.h>
+
+#ifdef WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+// An empty Python module so that `import lshx._C` loads the shared library and
+// runs the TORCH_LIBRARY registrations below. The ops are reached through torch.ops.lshx.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace lshx {
+
+int64_t cuda_version() {
+#ifdef WITH_CUDA
+  return CUDART_VERSION;
+#else
+  return -1;
+#endif
+}
+
+TORCH_LIBRARY(lshx, m) {
+  // y = x @ (weight * mask)^T + bias. The weight gradient is the dense one (not masked)
+  // so that gradient-based growth can read it; the DST engine masks it before the step.
+  m.def("masked_linear(Tensor x, Tensor weight, Tensor mask, Tensor? bias) -> Tensor");
+  m.def("masked_linear_backward(Tensor grad, Tensor x, Tensor weight, Tensor mask, bool has_bias)"
+        " -> (Tensor, Tensor, Tensor)");
+  // Jacobian block from gate-scaled weight rows, without autograd or diag_embed:
+  //   out[s, j, :] = sum_g coef[s, g, j] * w[g*H + j, :]  (+ diag[s, j] at column j when given).
+  // w: (G*H, M), coef: (K, G, H), diag: (K, H) or empty. LSTM: G = 4 gates; RHN: G = 2, diag = 1 - t.
+  m.def("row_combine(Tensor w, Tensor coef, Tensor diag) -> Tensor");
+  // One Lyapunov re-orthonormalization: Q, R = qr(jb); returns Q and log|diag R| (per sample).
+  m.def("lyapunov_step(Tensor jb) -> (Tensor, Tensor)");
+  m.def("cuda_version() -> int", &cuda_version);
+}
+
+}  // namespace lshx

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class LshxError(Exception):
+    """A problem with the user's input (files, options, checkpoints), not a bug."""
+
+
+class DataError(LshxError):
+    pass
+
+
+class CheckpointError(LshxError):
+    pass
+
+
+class ConfigError(LshxError):
+    pass

@@ -1,0 +1,57 @@
+"""Build of lshx and its native extension lshx._C.
+
+FORCE_CUDA=1 builds the CUDA kernels; FORCE_ONLY_CPU=1 never does. Otherwise CUDA is
+built when torch is a CUDA build and nvcc is found (no GPU is queried).
+"""
+import glob
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+VERSION = "0.1.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def want_cuda() -> bool:
+    if os.environ.get("FORCE_ONLY_CPU", "0") == "1":
+        return False
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def extension():
+    cpu_sources = ["csrc/lshx.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cxx = ["-O3", "-std=c++17"]
+    if want_cuda():
+        sources = cpu_sources + sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu"))
+        return CUDAExtension(
+            "lshx._C", sources, define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+        )
+    return CppExtension("lshx._C", cpu_sources, extra_compile_args={"cxx": cxx})
+
+
+setup(
+    name="lshx",
+    version=VERSION,
+    description="LS-based Hyperpruning: search for the best way to prune a recurrent network",
+    python_requires=">=3.10",
+    packages=["lshx", "lshx.models", "lshx.sparse", "lshx.search", "lshx.cli"],
+    package_dir={"lshx.cli": "cli"},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "scikit-learn>=1.3",
+        "hyperopt==0.3.0",  # ask/tell use relies on its trial-document internals
+        "lightgbm>=4.0",  # needed by hyperopt's ATPE
+        "click>=8.1",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"ray": ["ray[default]>=2.9"], "test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["lshx=lshx.cli.main:main"]},
+)
