@@ -1,0 +1,52 @@
+"""What the LSTM and RHN language models share: masks by parameter name, state helpers."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+
+class MaskedLM(nn.Module):
+    """A language model whose 2-D weights may be masked.
+
+    Masks are kept outside the state_dict (whose keys stay nn.LSTM-compatible) in a dict
+    keyed by parameter name; the DST engine owns and updates them.
+    """
+
+    arch: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks: Dict[str, torch.Tensor] = {}
+
+    def maskable_names(self) -> List[str]:
+        """Every weight matrix (embedding and decoder included), never biases."""
+        return [n for n, p in self.named_parameters() if p.dim() == 2]
+
+    def set_masks(self, masks: Optional[Dict[str, torch.Tensor]]) -> None:
+        masks = dict(masks or {})
+        params = dict(self.named_parameters())
+        for name, m in masks.items():
+            if name not in params:
+                raise KeyError(f"mask for unknown parameter {name!r}")
+            if m.shape != params[name].shape:
+                raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
+        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+
+    def mask(self, name: str) -> Optional[torch.Tensor]:
+        return self.masks.get(name)
+
+    def apply_masks_(self) -> None:
+        """Zero the weights outside their masks (in place)."""
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, m in self.masks.items():
+                params[name].mul_(m.to(params[name].dtype))
+
+    @property
+    def model_args(self) -> dict:
+        raise NotImplementedError  # every concrete model defines it
+
+    def state_size(self, state_kind: str = "h") -> int:
+        raise NotImplementedError  # every concrete model defines it

@@ -1,0 +1,141 @@
+"""Stacked LSTM language model with torch.nn.LSTM's parameter names and gate order (i, f, g, o)."""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from lshx import ops
+from lshx.models.base import MaskedLM
+
+State = Tuple[torch.Tensor, torch.Tensor]  # h, c: (layers, batch, hidden)
+
+
+class StackedLSTM(nn.Module):
+    """Parameters weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, as nn.LSTM."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers, self.dropout = input_size, hidden_size, num_layers, dropout
+        H = hidden_size
+        for k in range(num_layers):
+            in_k = input_size if k == 0 else H
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * H, in_k)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * H, H)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * H)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * H)))
+        bound = 1.0 / math.sqrt(H)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def layer_weights(self, k: int):
+        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
+                getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}"))
+
+    @staticmethod
+    def cell(gates: torch.Tensor, c_prev: torch.Tensor):
+        """Gate nonlinearities -> (activated gates [i, f, g, o], c, h)."""
+        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c_prev + i * g
+        h = o * torch.tanh(c)
+        return torch.cat([i, f, g, o], dim=-1), c, h
+
+    def forward(self, x: torch.Tensor, state: State, masks: dict) -> Tuple[torch.Tensor, State]:
+        h0, c0 = state
+        hs, cs = [], []
+        inp = x
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+            xp = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih)  # all timesteps at once
+            w_hh = ops.masked_weight(w_hh, masks.get(f"weight_hh_l{k}"))  # once per sequence
+            h, c = h0[k], c0[k]
+            outs = []
+            for t in range(x.size(0)):
+                _, c, h = self.cell(xp[t] + F.linear(h, w_hh, b_hh), c)
+                outs.append(h)
+            inp = torch.stack(outs)
+            if k < self.num_layers - 1 and self.dropout > 0:
+                inp = F.dropout(inp, self.dropout, self.training)
+            hs.append(h)
+            cs.append(c)
+        return inp, (torch.stack(hs), torch.stack(cs))
+
+    def step(self, x_t: torch.Tensor, state: State, masks: dict):
+        """One timestep without dropout; also returns, per layer, (gates, c_prev, c) for Jacobians."""
+        h0, c0 = state
+        inp, hs, cs, info = x_t, [], [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+            pre = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih) + \
+                ops.linear(h0[k], w_hh, masks.get(f"weight_hh_l{k}"), b_hh)
+            gates, c, h = self.cell(pre, c0[k])
+            info.append((gates, c0[k], c))
+            hs.append(h)
+            cs.append(c)
+            inp = h
+        return (torch.stack(hs), torch.stack(cs)), info
+
+
+class LSTMLM(MaskedLM):
+    """Selfish-RNN's stacked LSTM LM: embedding -> dropout -> LSTM -> dropout -> decoder."""
+
+    arch = "lstm"
+
+    def __init__(self, vocab_size: int, emb_size: int = 1500, hidden_size: int = 1500, num_layers: int = 2,
+                 dropout: float = 0.65, tie_weights: bool = False) -> None:
+        super().__init__()
+        if tie_weights and emb_size != hidden_size:
+            raise ValueError("tied weights need emb_size == hidden_size")
+        self.vocab_size, self.emb_size, self.hidden_size = vocab_size, emb_size, hidden_size
+        self.num_layers, self.dropout, self.tie_weights = num_layers, dropout, tie_weights
+        self.encoder = nn.Embedding(vocab_size, emb_size)
+        self.rnn = StackedLSTM(emb_size, hidden_size, num_layers, dropout)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+
+    @property
+    def model_args(self) -> dict:
+        return {"arch": "lstm", "vocab_size": self.vocab_size, "emb_size": self.emb_size,
+                "hidden_size": self.hidden_size, "num_layers": self.num_layers, "dropout": self.dropout,
+                "tie_weights": self.tie_weights}
+
+    def maskable_names(self) -> List[str]:
+        names = super().maskable_names()
+        return [n for n in names if not (self.tie_weights and n == "decoder.weight")]
+
+    def _rnn_masks(self) -> dict:
+        return {n[4:]: m for n, m in self.masks.items() if n.startswith("rnn.")}
+
+    def init_state(self, batch_size: int) -> State:
+        w = self.decoder.bias
+        z = w.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        return z, z.clone()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, ops.masked_weight(self.encoder.weight, self.mask("encoder.weight")))
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        name = "encoder.weight" if self.tie_weights else "decoder.weight"
+        return ops.linear(out, self.decoder.weight, self.mask(name), self.decoder.bias)
+
+    def forward(self, ids: torch.Tensor, state: Optional[State] = None):
+        state = state if state is not None else self.init_state(ids.size(1))
+        emb = F.dropout(self.embed(ids), self.dropout, self.training)
+        out, state = self.rnn(emb, state, self._rnn_masks())
+        out = F.dropout(out, self.dropout, self.training)
+        return self.decode(out), state
+
+    def step(self, ids_t: torch.Tensor, state: State):
+        """One eval timestep for the Lyapunov code: (new state, per-layer (gates, c_prev, c))."""
+        return self.rnn.step(self.embed(ids_t), state, self._rnn_masks())
+
+    def state_size(self, state_kind: str = "h") -> int:
+        return self.num_layers * self.hidden_size * (2 if state_kind == "hc" else 1)

@@ -1,0 +1,133 @@
+"""Recurrent Highway Network LM (Zilly et al. 2017) with coupled gates, as Selfish-RNN trains it."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from lshx import ops
+from lshx.models.base import MaskedLM
+
+
+def _locked_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """One dropout mask per sequence, shared by every timestep: shape (1, batch, features)."""
+    return like.new_empty(1, like.size(1), like.size(2)).bernoulli_(1 - p) / (1 - p)
+
+
+class RHN(nn.Module):
+    """Depth-D highway recurrence; the input enters the first micro-step only.
+
+    Parameters: weight_ih (2H x E), weight_hh_l{d} (2H x H), bias_hh_l{d} (2H); the first
+    H rows of each are the candidate h, the last H the transform gate t (carry c = 1 - t).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, depth: int, gate_bias: float = -2.0) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.depth = input_size, hidden_size, depth
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(2 * H, input_size))
+        for d in range(depth):
+            self.register_parameter(f"weight_hh_l{d}", nn.Parameter(torch.empty(2 * H, H)))
+            self.register_parameter(f"bias_hh_l{d}", nn.Parameter(torch.zeros(2 * H)))
+        bound = 1.0 / H ** 0.5
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        for d in range(depth):
+            nn.init.uniform_(getattr(self, f"weight_hh_l{d}"), -bound, bound)
+            with torch.no_grad():
+                getattr(self, f"bias_hh_l{d}")[H:].fill_(gate_bias)
+
+    def micro_step(self, d: int, s: torch.Tensor, xp_t: Optional[torch.Tensor], masks: dict,
+                   drop: Optional[torch.Tensor] = None, weights: Optional[list] = None):
+        """One highway layer: returns (h, t, s_new)."""
+        H = self.hidden_size
+        s_in = s if drop is None else s * drop
+        w = weights[d] if weights is not None else \
+            ops.masked_weight(getattr(self, f"weight_hh_l{d}"), masks.get(f"weight_hh_l{d}"))
+        pre = F.linear(s_in, w, getattr(self, f"bias_hh_l{d}"))
+        if xp_t is not None:
+            pre = pre + xp_t
+        h, t = torch.tanh(pre[..., :H]), torch.sigmoid(pre[..., H:])
+        return h, t, h * t + s * (1 - t)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, masks: dict, hidden_dropout: float = 0.0,
+                training: bool = False):
+        xp = ops.linear(x, self.weight_ih, masks.get("weight_ih"))
+        drops = [None] * self.depth
+        if training and hidden_dropout > 0:  # one mask per layer for all timesteps
+            drops = [s.new_empty(s.shape).bernoulli_(1 - hidden_dropout) / (1 - hidden_dropout)
+                     for _ in range(self.depth)]
+        weights = [ops.masked_weight(getattr(self, f"weight_hh_l{d}"), masks.get(f"weight_hh_l{d}"))
+                   for d in range(self.depth)]  # masked once per sequence
+        outs = []
+        for t in range(x.size(0)):
+            for d in range(self.depth):
+                _, _, s = self.micro_step(d, s, xp[t] if d == 0 else None, masks, drops[d], weights)
+            outs.append(s)
+        return torch.stack(outs), s
+
+
+class RHNLM(MaskedLM):
+    """Embedding (tied with the decoder) -> RHN -> decoder, with Zilly's four dropouts."""
+
+    arch = "rhn"
+
+    def __init__(self, vocab_size: int, hidden_size: int = 830, depth: int = 10, dropout_output: float = 0.65,
+                 dropout_hidden: float = 0.25, dropout_input: float = 0.65, dropout_words: float = 0.2) -> None:
+        super().__init__()
+        self.vocab_size, self.hidden_size, self.depth = vocab_size, hidden_size, depth
+        self.dropout_output, self.dropout_hidden = dropout_output, dropout_hidden
+        self.dropout_input, self.dropout_words = dropout_input, dropout_words
+        self.encoder = nn.Embedding(vocab_size, hidden_size)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        self.rnn = RHN(hidden_size, hidden_size, depth)
+        self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))
+
+    @property
+    def model_args(self) -> dict:
+        return {"arch": "rhn", "vocab_size": self.vocab_size, "hidden_size": self.hidden_size, "depth": self.depth,
+                "dropout_output": self.dropout_output, "dropout_hidden": self.dropout_hidden,
+                "dropout_input": self.dropout_input, "dropout_words": self.dropout_words}
+
+    def _rnn_masks(self) -> dict:
+        return {n[4:]: m for n, m in self.masks.items() if n.startswith("rnn.")}
+
+    def init_state(self, batch_size: int) -> torch.Tensor:
+        return self.decoder_bias.new_zeros(batch_size, self.hidden_size)
+
+    def _weight(self) -> torch.Tensor:
+        return ops.masked_weight(self.encoder.weight, self.mask("encoder.weight"))
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        w = self._weight()
+        if self.training and self.dropout_words > 0:  # word dropout: whole embedding rows
+            keep = w.new_empty(w.size(0), 1).bernoulli_(1 - self.dropout_words) / (1 - self.dropout_words)
+            w = w * keep
+        return F.embedding(ids, w)
+
+    def forward(self, ids: torch.Tensor, state: Optional[torch.Tensor] = None):
+        state = state if state is not None else self.init_state(ids.size(1))
+        emb = self.embed(ids)
+        if self.training and self.dropout_input > 0:
+            emb = emb * _locked_mask(emb, self.dropout_input)
+        out, state = self.rnn(emb, state, self._rnn_masks(), self.dropout_hidden, self.training)
+        if self.training and self.dropout_output > 0:
+            out = out * _locked_mask(out, self.dropout_output)
+        return F.linear(out, self._weight(), self.decoder_bias), state
+
+    def step(self, ids_t: torch.Tensor, s: torch.Tensor):
+        """One eval timestep: (new state, per micro-step (h, t, s_prev))."""
+        masks = self._rnn_masks()
+        xp = ops.linear(self.embed(ids_t), self.rnn.weight_ih, masks.get("weight_ih"))
+        info = []
+        for d in range(self.depth):
+            h, t, s_new = self.rnn.micro_step(d, s, xp if d == 0 else None, masks)
+            info.append((h, t, s))
+            s = s_new
+        return s, info
+
+    def state_size(self, state_kind: str = "h") -> int:
+        if state_kind != "h":
+            raise ValueError("the RHN has one state vector: use state 'h'")
+        return self.hidden_size

@@ -1,0 +1,80 @@
+"""Models: nn.LSTM equivalence, state_dict keys, masking semantics, RHN shapes."""
+import torch
+from torch import nn
+
+from lshx.models import LSTMLM, RHNLM, build_model
+
+
+def test_lstm_equals_torch_lstm():
+    torch.manual_seed(0)
+    ours = LSTMLM(30, emb_size=6, hidden_size=5, num_layers=2, dropout=0.0)
+    ref = nn.LSTM(6, 5, 2)
+    ref.load_state_dict({k[4:]: v for k, v in ours.state_dict().items() if k.startswith("rnn.")})
+    x = torch.randn(7, 3, 6)
+    h0 = torch.randn(2, 3, 5)
+    c0 = torch.randn(2, 3, 5)
+    ours.eval()
+    out, (h, c) = ours.rnn(x, (h0, c0), {})
+    rout, (rh, rc) = ref(x, (h0, c0))
+    torch.testing.assert_close(out, rout, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, rh, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, rc, atol=1e-5, rtol=0)
+
+
+def test_lstm_state_dict_keys():
+    m = LSTMLM(30, 6, 5, 2)
+    assert list(m.state_dict()) == [
+        "encoder.weight",
+        "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+        "rnn.weight_ih_l1", "rnn.weight_hh_l1", "rnn.bias_ih_l1", "rnn.bias_hh_l1",
+        "decoder.weight", "decoder.bias",
+    ]
+    assert m.maskable_names() == ["encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0",
+                                  "rnn.weight_ih_l1", "rnn.weight_hh_l1", "decoder.weight"]
+
+
+def test_masks_equal_zeroed_weights():
+    """A masked model computes what the dense model with those weights zeroed computes."""
+    torch.manual_seed(1)
+    for m in (LSTMLM(30, 6, 5, 2, dropout=0.0), RHNLM(30, 6, 3, 0, 0, 0, 0)):
+        m.eval()
+        masks = {n: torch.rand_like(p) < 0.5 for n, p in m.named_parameters() if n in m.maskable_names()}
+        zeroed = build_model({**m.model_args})
+        zeroed.load_state_dict(m.state_dict())
+        zeroed.eval()
+        with torch.no_grad():
+            for n, p in zeroed.named_parameters():
+                if n in masks:
+                    p.mul_(masks[n])
+        m.set_masks(masks)
+        ids = torch.randint(0, 30, (4, 2))
+        torch.testing.assert_close(m(ids)[0], zeroed(ids)[0])
+
+
+def test_step_matches_forward():
+    torch.manual_seed(2)
+    for m in (LSTMLM(30, 6, 5, 2, dropout=0.0), RHNLM(30, 6, 3, 0, 0, 0, 0)):
+        m.eval()
+        ids = torch.randint(0, 30, (5, 3))
+        logits, _ = m(ids)
+        state = m.init_state(3)
+        for t in range(5):
+            state, _ = m.step(ids[t], state)
+        last = state[0][-1] if isinstance(state, tuple) else state
+        torch.testing.assert_close(m.decode(last) if isinstance(m, LSTMLM) else
+                                   torch.nn.functional.linear(last, m.encoder.weight, m.decoder_bias), logits[-1])
+
+
+def test_rhn_tied_and_keys():
+    m = RHNLM(40, hidden_size=8, depth=2)
+    assert "decoder.weight" not in m.state_dict()
+    assert m.maskable_names() == ["encoder.weight", "rnn.weight_ih", "rnn.weight_hh_l0", "rnn.weight_hh_l1"]
+    m.train()
+    logits, s = m(torch.randint(0, 40, (6, 3)))
+    assert logits.shape == (6, 3, 40) and s.shape == (3, 8)
+    assert torch.allclose(m.rnn.bias_hh_l0[8:], torch.full((8,), -2.0))
+
+
+def test_build_model_roundtrip():
+    m = LSTMLM(30, 6, 5, 2)
+    assert build_model(m.model_args).model_args == m.model_args
