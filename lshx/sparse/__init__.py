@@ -1,0 +1,1 @@
+"""Dynamic sparse training (Selfish-RNN): masks, death, growth, redistribution."""

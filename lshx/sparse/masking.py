@@ -1,0 +1,125 @@
+"""The DST engine: owns the masks of a MaskedLM, keeps weights/grads/optimizer state exact
+outside them, and updates the topology (death, redistribution, growth)."""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+
+from lshx.models.base import MaskedLM
+from lshx.sparse import death as D
+from lshx.sparse.config import DSTConfig
+from lshx.sparse.densities import allocate, layer_counts, random_mask
+from lshx.sparse.growth import GROWTH, GrowthContext
+
+
+class Masking:
+    def __init__(self, model: MaskedLM, cfg: DSTConfig, total_updates: int, seed: int = 0) -> None:
+        self.model, self.cfg = model, cfg
+        self.total_updates = max(1, total_updates)
+        self.updates_done = 0
+        self.steps = 0
+        self.seed = seed
+        self.params: Dict[str, torch.nn.Parameter] = dict(model.named_parameters())
+        self.names = model.maskable_names()
+        gen = torch.Generator().manual_seed(seed)
+        counts = layer_counts({n: tuple(self.params[n].shape) for n in self.names}, cfg.density, cfg.init)
+        model.set_masks({n: random_mask(self.params[n].shape, counts[n], gen) for n in self.names})
+        model.apply_masks_()
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def masks(self) -> Dict[str, torch.Tensor]:
+        return self.model.masks
+
+    def nonzeros(self) -> Dict[str, int]:
+        return {n: int(m.sum()) for n, m in self.masks.items()}
+
+    def density(self) -> float:
+        return sum(self.nonzeros().values()) / sum(self.params[n].numel() for n in self.names)
+
+    def death_rate(self) -> float:
+        """Cosine decay from death_rate to death_rate_final over the planned updates."""
+        c = self.cfg
+        frac = min(self.updates_done / self.total_updates, 1.0)
+        return c.death_rate_final + 0.5 * (c.death_rate - c.death_rate_final) * (1 + math.cos(math.pi * frac))
+
+    def state_dict(self) -> dict:
+        return {"updates_done": self.updates_done, "steps": self.steps, "total_updates": self.total_updates,
+                "seed": self.seed}
+
+    def load_state_dict(self, state: dict, masks: Dict[str, torch.Tensor]) -> None:
+        self.updates_done, self.steps = int(state["updates_done"]), int(state["steps"])
+        self.total_updates, self.seed = int(state["total_updates"]), int(state["seed"])
+        self.model.set_masks(masks)
+
+    # ------------------------------------------------------------------ per step
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
+        the step count triggered a topology update (update_every > 0)."""
+        with torch.no_grad():
+            for n, m in self.masks.items():
+                g = self.params[n].grad
+                if g is not None:
+                    g.mul_(m.to(g.dtype))
+        optimizer.step()
+        self.model.apply_masks_()
+        for n, m in self.masks.items():  # averages, step counts, momenta: nothing lives outside the mask
+            reset_optimizer_state(optimizer, self.params[n], ~m)
+        self.steps += 1
+        if self.cfg.update_every and self.steps % self.cfg.update_every == 0:
+            self.update_topology(optimizer)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ topology
+    def update_topology(self, optimizer: Optional[torch.optim.Optimizer] = None) -> dict:
+        """One prune-and-regrow; the total number of nonzeros is unchanged (per tensor too when
+        redistribution is 'none' and death is per tensor)."""
+        cfg, rate = self.cfg, self.death_rate()
+        old = {n: m.clone() for n, m in self.masks.items()}
+        w = {n: self.params[n].detach() for n in self.names}
+        if cfg.death == "global_magnitude":
+            after = D.global_magnitude(w, old, rate)
+        elif cfg.death == "magnitude":
+            after = {n: D.magnitude(w[n], old[n], rate) for n in self.names}
+        elif cfg.death == "SET":
+            after = {n: D.set_death(w[n], old[n], rate) for n in self.names}
+        else:
+            after = {n: D.threshold(w[n], old[n], cfg.threshold) for n in self.names}
+        removed = {n: int(old[n].sum()) - int(after[n].sum()) for n in self.names}
+        total = sum(removed.values())
+        caps = {n: after[n].numel() - int(after[n].sum()) for n in self.names}
+        if cfg.redistribution == "none":
+            grow = removed
+        elif cfg.redistribution == "magnitude":  # by mean |w| of the surviving weights
+            scores = {n: float(w[n][after[n]].abs().mean()) if after[n].any() else 0.0 for n in self.names}
+            grow = allocate(total, scores, caps)
+        else:  # nonzeros: by the surviving nonzero count
+            grow = allocate(total, {n: float(after[n].sum()) for n in self.names}, caps)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.updates_done + 1)
+        fn = GROWTH[cfg.growth]
+        new = {}
+        for n in self.names:
+            ctx = GrowthContext(self.params[n].detach(), self.params[n].grad, gen)
+            new[n] = fn(after[n], grow[n], ctx)
+        self.model.set_masks(new)
+        with torch.no_grad():
+            for n in self.names:
+                changed = new[n] != old[n]  # died or regrown: weight 0, optimizer state reset
+                self.params[n].masked_fill_(changed | ~new[n], 0.0)
+                if self.params[n].grad is not None:
+                    self.params[n].grad.masked_fill_(~new[n], 0.0)
+                if optimizer is not None:
+                    reset_optimizer_state(optimizer, self.params[n], changed)
+        self.updates_done += 1
+        return {"death_rate": rate, "removed": total, "density": self.density()}
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
+    """Zeros every per-element optimizer buffer of `param` at `where` (momentum, averages, counts)."""
+    state = optimizer.state.get(param, {})
+    for buf in state.values():
+        if torch.is_tensor(buf) and buf.shape == param.shape:
+            buf.masked_fill_(where, 0)
