@@ -1,0 +1,103 @@
+"""Kernel benchmarks: lshx against the reference measured in the same run, correctness first."""
+from __future__ import annotations
+
+import time
+from typing import Callable, List
+
+import torch
+from torch.utils import benchmark
+
+from lshx import ops
+from lshx.lyapunov import LSConfig, _FastLSTM, _Reference
+from lshx.models import LSTMLM
+
+
+def _time_ms(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
+    fn()  # warm up
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    if once > min_run_time:  # slow cases: one more run is enough
+        t0 = time.perf_counter()
+        fn()
+        return 1000 * min(once, time.perf_counter() - t0)
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    return 1000 * m.median
+
+
+def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 2, density: float = 0.33,
+                 reference: bool = True, seed: int = 0) -> dict:
+    """ms per sample-step of the fast Lyapunov step against the autograd reference and the floor."""
+    from lshx.sparse.config import DSTConfig
+    from lshx.sparse.masking import Masking
+
+    torch.manual_seed(seed)
+    model = LSTMLM(100, hidden, hidden, layers, dropout=0.0)
+    if density < 1:
+        Masking(model, DSTConfig(density=density), 1, seed=seed)
+    model.eval()
+    N = layers * hidden
+    k = k or N
+    cfg = LSConfig(samples=samples, k=k)
+    fast = _FastLSTM(model, cfg)
+    tok = torch.randint(0, 100, (samples,))
+    with torch.no_grad():
+        state = model.step(tok, model.init_state(samples))[0]  # a non-trivial state
+    B = torch.linalg.qr(torch.randn(samples, N, k))[0].contiguous()
+
+    def run_fast():
+        with torch.no_grad():
+            _, jb = fast.tangent(state, tok, B)
+            return ops.lyapunov_step(jb)
+
+    out = {"name": f"ls-step H={hidden} L={layers} k={k} K={samples}", "hidden": hidden, "layers": layers,
+           "k": k, "samples": samples, "density": density}
+    if reference:  # correctness before timing
+        ref = _Reference(model, cfg)
+        _, jb_ref = ref.tangent(state, tok, B)
+        _, jb_fast = fast.tangent(state, tok, B)
+        err = float((jb_ref - jb_fast).abs().max() / jb_ref.abs().max())
+        out["max_rel_err"] = err
+        if err > 1e-4:
+            raise AssertionError(f"fast J.B differs from the reference by {err:.2e}")
+
+        def run_ref():
+            _, jb = ref.tangent(state, tok, B)
+            return torch.linalg.qr(jb.detach())
+
+        out["ref_ms"] = _time_ms(run_ref) / samples
+    out["lshx_ms"] = _time_ms(run_fast) / samples
+    if reference:
+        out["ratio"] = out["ref_ms"] / out["lshx_ms"]
+    # floor: the same GEMMs and QR, measured alone in this run
+    H = hidden
+    blocks = torch.randn(samples, H, H)
+    rhs = torch.randn(samples, H, k)
+    gemm_ms = _time_ms(lambda: torch.bmm(blocks, rhs))
+    qr_in = torch.randn(samples, N, k)
+    qr_ms = _time_ms(lambda: torch.linalg.qr(qr_in))
+    n_gemm = 2 * layers - 1
+    gemm_flop = 2.0 * H * H * k * samples
+    qr_flop = (2.0 * N * k * k - 2.0 * k ** 3 / 3) * samples
+    out["floor_ms"] = (n_gemm * gemm_ms + qr_ms) / samples
+    out["sgemm_gflops"] = gemm_flop / gemm_ms / 1e6
+    out["geqrf_gflops"] = qr_flop / qr_ms / 1e6
+    flop = n_gemm * 2.0 * H * H * k + (2.0 * N * k * k - 2.0 * k ** 3 / 3)
+    out["gflop_per_step"] = flop / 1e9
+    out["lshx_gflops"] = flop / out["lshx_ms"] / 1e6
+    out["vs_floor"] = out["lshx_ms"] / out["floor_ms"]
+    return out
+
+
+def format_table(cases: List[dict], keys: List[str]) -> str:
+    rows = [keys] + [[_fmt(c.get(k)) for k in keys] for c in cases]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(keys))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)

@@ -1,0 +1,212 @@
+"""Lyapunov spectrum: fast == reference, known exact exponents, QR signs, k < N, J vs JT."""
+import math
+
+import pytest
+import torch
+
+from lshx import lyapunov as L
+from lshx import ops
+from lshx.errors import ConfigError
+from lshx.lyapunov import LSConfig, lyapunov_spectrum, run_spectrum, sample_windows
+from lshx.models import LSTMLM, RHNLM
+from lshx.sparse.config import DSTConfig
+from lshx.sparse.masking import Masking
+
+
+def _model(arch, sparse, dtype=torch.float64, scale=3.0):
+    torch.manual_seed(0)
+    m = LSTMLM(50, 8, 12, 2, dropout=0.0) if arch == "lstm" else RHNLM(50, 10, 3, 0, 0, 0, 0)
+    m = m.to(dtype)
+    if sparse:
+        Masking(m, DSTConfig(density=0.4, init="ER"), 1, seed=1)
+    with torch.no_grad():  # larger weights: a richer, partly expanding spectrum
+        for p in m.parameters():
+            p.mul_(scale)
+    return m
+
+
+CASES = [("lstm", "h"), ("lstm", "hc"), ("rhn", "h")]
+
+
+@pytest.mark.parametrize("arch,state", CASES)
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("propagate", ["J", "JT"])
+def test_fast_equals_reference(arch, state, sparse, propagate):
+    m = _model(arch, sparse)
+    tok = torch.randint(0, 50, (2, 14), generator=torch.Generator().manual_seed(3))
+    cfg = dict(warmup=4, state=state, propagate=propagate)
+    fast = lyapunov_spectrum(m, tok, LSConfig(impl="fast", **cfg))
+    ref = lyapunov_spectrum(m, tok, LSConfig(impl="reference", **cfg))
+    assert len(fast.spectrum) == m.state_size(state)
+    assert max(abs(a - b) for a, b in zip(fast.spectrum, ref.spectrum)) < 1e-4
+
+
+@pytest.mark.parametrize("arch,state", CASES)
+def test_fast_equals_reference_float32(arch, state):
+    m = _model(arch, True, torch.float32)
+    tok = torch.randint(0, 50, (2, 14), generator=torch.Generator().manual_seed(4))
+    fast = lyapunov_spectrum(m, tok, LSConfig(impl="fast", warmup=4, state=state))
+    ref = lyapunov_spectrum(m, tok, LSConfig(impl="reference", warmup=4, state=state))
+    assert max(abs(a - b) for a, b in zip(fast.spectrum, ref.spectrum)) < 1e-4
+
+
+class LinearMap:
+    """h_t = A h_{t-1}: J = A at every step."""
+
+    def __init__(self, A):
+        self.A = A
+
+    def advance(self, state, tok):
+        return state @ self.A.T
+
+    def tangent(self, state, tok, B):
+        J = self.A.expand(B.size(0), *self.A.shape)
+        return self.advance(state, tok), (J.transpose(1, 2) if self.propagate == "JT" else J) @ B
+
+
+def _exponents(stepper, N, steps, k=None, propagate="J", K=1, warmup=0):
+    stepper.propagate = propagate
+    cfg = LSConfig(warmup=warmup, steps=steps, propagate=propagate)
+    tokens = torch.zeros(K, warmup + steps, dtype=torch.long)
+    lam = run_spectrum(stepper, torch.zeros(K, N, dtype=torch.float64), tokens, N, k or N, cfg, torch.float64)
+    return torch.sort(lam, descending=True).values
+
+
+def test_triangular_linear_map_exact():
+    A = torch.tensor([[2.0, 0.7, -1.0], [0.0, -0.5, 3.0], [0.0, 0.0, 0.1]], dtype=torch.float64)
+    lam = _exponents(LinearMap(A), 3, 50)
+    expected = torch.sort(torch.log(torch.tensor([2.0, 0.5, 0.1], dtype=torch.float64)), descending=True).values
+    # B0 = I and A upper triangular: qr(A) = (I, A) up to signs, so every step is exact
+    torch.testing.assert_close(lam, expected, atol=1e-10, rtol=0)
+
+
+def test_normal_linear_map_exact():
+    torch.manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    eig = torch.tensor([1.5, -0.9, 0.5, 0.3, -0.05], dtype=torch.float64)
+    A = Q @ torch.diag(eig) @ Q.T  # symmetric, hence normal: lambda_i = log|eig_i| exactly
+    for prop in ("J", "JT"):
+        lam = _exponents(LinearMap(A), 5, 4000, propagate=prop)
+        expected = torch.sort(eig.abs().log(), descending=True).values
+        # B0 = I is not aligned with the eigenvectors: the error decays like 1/T
+        torch.testing.assert_close(lam, expected, atol=3e-3, rtol=0)
+
+
+class LogisticMap:
+    """x -> 4 x (1 - x): a chaotic map whose exponent is exactly ln 2."""
+
+    def advance(self, state, tok):
+        return 4 * state * (1 - state)
+
+    def tangent(self, state, tok, B):
+        return self.advance(state, tok), (4 * (1 - 2 * state)).unsqueeze(-1) * B
+
+
+def test_logistic_map_exponent_ln2():
+    stepper = LogisticMap()
+    cfg = LSConfig(warmup=100, steps=20000)
+    K = 4
+    tokens = torch.zeros(K, 20100, dtype=torch.long)
+    x0 = torch.tensor([[0.123], [0.31], [0.77], [0.5123]], dtype=torch.float64)
+    lam = run_spectrum(stepper, x0, tokens, 1, 1, cfg, torch.float64)
+    assert abs(float(lam[0]) - math.log(2)) < 0.02
+
+
+def test_invariant_to_qr_signs(monkeypatch):
+    m = _model("lstm", True)
+    tok = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(5))
+    base = lyapunov_spectrum(m, tok, LSConfig(warmup=2)).spectrum
+    real = ops.lyapunov_step
+    g = torch.Generator().manual_seed(0)
+
+    def flipped(jb):
+        q, logr = real(jb)
+        signs = torch.randint(0, 2, (q.size(0), 1, q.size(2)), generator=g).to(q.dtype) * 2 - 1
+        return q * signs, logr
+
+    monkeypatch.setattr(L.ops, "lyapunov_step", flipped)
+    other = lyapunov_spectrum(m, tok, LSConfig(warmup=2)).spectrum
+    assert max(abs(a - b) for a, b in zip(base, other)) < 1e-10
+
+
+@pytest.mark.parametrize("arch", ["lstm", "rhn"])
+def test_top_k_is_prefix_of_full(arch):
+    m = _model(arch, False).eval()
+    N = m.state_size("h")
+    tok = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(6))
+    cfg = LSConfig(warmup=2)
+    # column by column, the first k columns of the QR sequence do not depend on the others
+    full = run_spectrum(L._stepper(m, cfg), m.init_state(2), tok, N, N, cfg, torch.float64)
+    part = run_spectrum(L._stepper(m, cfg), m.init_state(2), tok, N, 5, cfg, torch.float64)
+    torch.testing.assert_close(full[:5], part, atol=1e-10, rtol=0)
+    # and after a long run those columns carry the 5 largest exponents
+    long_tok = torch.randint(0, 50, (2, 400), generator=torch.Generator().manual_seed(6))
+    top = lyapunov_spectrum(m, long_tok, LSConfig(warmup=2, k=5)).spectrum
+    all_ = lyapunov_spectrum(m, long_tok, LSConfig(warmup=2)).spectrum
+    assert max(abs(a - b) for a, b in zip(all_[:5], top)) < 0.02
+
+
+class RandomMatrices:
+    """i.i.d. Gaussian matrices: J and J^T products have the same spectrum in distribution."""
+
+    def __init__(self, N, seed):
+        self.N, self.g = N, torch.Generator().manual_seed(seed)
+
+    def advance(self, state, tok):
+        return state
+
+    def tangent(self, state, tok, B):
+        J = torch.randn(B.size(0), self.N, self.N, generator=self.g, dtype=torch.float64) / math.sqrt(self.N)
+        return state, (J.transpose(1, 2) if self.propagate == "JT" else J) @ B
+
+
+def test_random_products_J_and_JT_agree():
+    N, steps = 6, 3000
+    lj = _exponents(RandomMatrices(N, 1), N, steps, propagate="J", K=2)
+    lt = _exponents(RandomMatrices(N, 2), N, steps, propagate="JT", K=2)
+    # statistical error ~ O(1/sqrt(steps * K)) per exponent
+    assert (lj - lt).abs().max() < 0.05
+    # and both match the exact Gaussian result: lambda_i = (log(2/N) + digamma((N - i + 1) / 2)) / 2
+    exact = torch.tensor([0.5 * (math.log(2 / N) + torch.special.digamma(torch.tensor((N - i) / 2)).item())
+                          for i in range(N)], dtype=torch.float64)
+    assert (lj - exact).abs().max() < 0.05
+
+
+def test_reorthonormalizing_every_m_steps_matches_m1():
+    m = _model("lstm", True, scale=1.0)
+    tok = torch.randint(0, 50, (2, 20), generator=torch.Generator().manual_seed(7))
+    a = lyapunov_spectrum(m, tok, LSConfig(warmup=2)).spectrum
+    b = lyapunov_spectrum(m, tok, LSConfig(warmup=2, reorth_every=3)).spectrum
+    # in float64 the top exponents survive 3 un-normalized steps
+    assert max(abs(x - y) for x, y in zip(a[:10], b[:10])) < 1e-6
+
+
+def test_sample_windows():
+    ids = torch.arange(100)
+    w = sample_windows(ids, 3, 20)
+    assert w.tolist()[1] == list(range(20, 40))
+    a, b = sample_windows(ids, 3, 20, seed=1), sample_windows(ids, 3, 20, seed=1)
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError):
+        sample_windows(ids, 6, 20)
+
+
+def test_log_base_2_and_stats():
+    m = _model("rhn", True)
+    tok = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(8))
+    e = lyapunov_spectrum(m, tok, LSConfig(warmup=2))
+    two = lyapunov_spectrum(m, tok, LSConfig(warmup=2, log_base="2"))
+    assert two.max == pytest.approx(e.max / math.log(2))
+    s = torch.tensor(e.spectrum)
+    assert e.mean == pytest.approx(float(s.mean())) and e.var == pytest.approx(float(s.var(unbiased=False)))
+    assert e.spectrum == sorted(e.spectrum, reverse=True)
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError):
+        LSConfig(state="c")
+    m = _model("rhn", False)
+    with pytest.raises(ConfigError):
+        lyapunov_spectrum(m, torch.zeros(1, 5, dtype=torch.long), LSConfig(state="hc"))
+    with pytest.raises(ConfigError):
+        lyapunov_spectrum(m, torch.zeros(1, 5, dtype=torch.long), LSConfig(k=99))
