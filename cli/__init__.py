@@ -1,0 +1,1 @@
+"""The lshx command line (installed as lshx.cli)."""

@@ -1,0 +1,70 @@
+"""The lshx command line: JSON outputs, one-line errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from lshx.cli.main import main
+
+
+def _run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_train_json(tiny_data, tmp_path):
+    r = _run(["train", "ptb-lstm", "--preset", "smoke", "--data", tiny_data, "--out", str(tmp_path / "t"),
+              "--json", "--quiet", "--death", "SET", "--init", "ER"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("val_ppl", "test_ppl", "density", "checkpoint", "wall_s"):
+        assert key in out
+    assert len(out["val_ppl"]) == 2
+
+
+def test_ls_compute_json(tiny_data, tmp_path):
+    _run(["train", "ptb-rhn", "--preset", "smoke", "--data", tiny_data, "--out", str(tmp_path / "r"), "--quiet",
+          "--epochs", "1"])
+    ck = str(tmp_path / "r" / "best.pt")
+    r = _run(["ls-compute", ck, ck, "--data", tiny_data, "--samples", "2", "--steps", "5", "--warmup", "2",
+              "--json", "--k", "4"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
+    assert len(lines) == 2
+    keys = {"checkpoint", "spectrum", "max", "mean", "var", "samples", "steps", "warmup", "state", "propagate",
+            "k", "log_base", "tokens", "wall_s"}
+    assert keys <= set(lines[0])
+    assert lines[0]["k"] == 4 and len(lines[0]["tokens"]) == 2 and len(lines[0]["tokens"][0]) == 7
+    assert lines[0]["spectrum"] == lines[1]["spectrum"]
+
+
+def _entry(*args):
+    return subprocess.run([sys.executable, "-m", "lshx.cli.main", *args], capture_output=True, text=True)
+
+
+def test_bad_data_one_line_exit_2():
+    p = _entry("train", "ptb-lstm", "--data", "/nonexistent")
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "/nonexistent" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_unsafe_checkpoint_refused(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    p = _entry("ls-compute", str(bad))
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("args", [["train", "ptb-lstm", "--death", "random"], ["train", "ptb-gru"],
+                                  ["train", "ptb-lstm", "--density", "1.7", "--preset", "smoke"]])
+def test_bad_options_exit_2(args):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2
+
+
+def test_help_lists_commands():
+    r = _run(["--help"])
+    for cmd in ("train", "ls-compute", "bench"):
+        assert cmd in r.output
