@@ -21,8 +21,10 @@ $(STAMP): setup.py csrc/lshx.cpp $(wildcard csrc/cpu/*.cpp csrc/*.h)
 demo: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/lshx train ptb-lstm --preset small --epochs 2 --out runs/demo
 
+# pytest exits 5 when it ran no test: that is a failure here, not a pass
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
 
 nvcc-check:
 	@for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; nvcc -std=c++17 -c $$f -o /dev/null || exit 1; done

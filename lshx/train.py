@@ -123,6 +123,8 @@ class Trainer:
                 bar.close()
                 return float("nan")
             loss.backward()
+            if self.masking is not None:
+                self.masking.mask_grads()
             torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
             if self.masking is not None:
                 self.masking.step(self.optimizer)

@@ -55,14 +55,19 @@ class Masking:
         self.model.set_masks(masks)
 
     # ------------------------------------------------------------------ per step
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
-        the step count triggered a topology update (update_every > 0)."""
+    def mask_grads(self) -> None:
+        """Zeros the gradients outside the masks (call before clipping: the clip norm is then
+        the norm of the update actually applied)."""
         with torch.no_grad():
             for n, m in self.masks.items():
                 g = self.params[n].grad
                 if g is not None:
                     g.mul_(m.to(g.dtype))
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
+        the step count triggered a topology update (update_every > 0)."""
+        self.mask_grads()
         optimizer.step()
         self.model.apply_masks_()
         for n, m in self.masks.items():  # averages, step counts, momenta: nothing lives outside the mask
