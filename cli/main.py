@@ -37,10 +37,12 @@ def _register() -> None:
     from lshx.cli.train import train_cmd
     from lshx.cli.ls_compute import ls_compute_cmd
     from lshx.cli.bench import bench_group
+    from lshx.cli.search import search_cmd
 
     main.add_command(train_cmd)
     main.add_command(ls_compute_cmd)
     main.add_command(bench_group)
+    main.add_command(search_cmd)
 
 
 _register()

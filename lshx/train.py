@@ -155,8 +155,12 @@ class Trainer:
                 return self.evaluate(split)
         return self.evaluate(split)
 
-    def run_epoch(self, best_path: Optional[Path] = None) -> dict:
-        """Trains one epoch, updates the topology, validates, maybe switches to SNT-ASGD."""
+    def run_epoch(self, best_path: Optional[Path] = None, after_validation=None) -> dict:
+        """Trains one epoch, validates, updates the topology, maybe switches to SNT-ASGD.
+
+        after_validation(trainer) runs on the model as validated (averaged weights under
+        SNT-ASGD), before the topology update: the search computes its spectrum there.
+        """
         t0 = time.perf_counter()
         train_loss = self.train_epoch()
         self.epoch += 1
@@ -175,6 +179,12 @@ class Trainer:
             self.best_val, self.best_epoch = val_loss, self.epoch
             if best_path is not None:
                 self.save(best_path, averaged=True)
+        if after_validation is not None and not self.diverged:
+            if self.asgd_active:
+                with self.optimizer.averaged():
+                    after_validation(self)
+            else:
+                after_validation(self)
         topo = None
         if self.masking is not None and not self.cfg.dst.update_every and self.epoch < self.cfg.epochs:
             topo = self.masking.update_topology(self.optimizer)
@@ -216,8 +226,8 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }
 
-    def save(self, path: Path, averaged: bool = False) -> Path:
-        return save_atomic(self.checkpoint(averaged), path)
+    def save(self, path: Path, averaged: bool = False, extra: Optional[dict] = None) -> Path:
+        return save_atomic({**self.checkpoint(averaged), **(extra or {})}, path)
 
     def restore(self, ckpt: dict) -> None:
         """Continues from a checkpoint written by save() (the 'last' one)."""

@@ -1,0 +1,1 @@
+"""LS-based Hyperpruning search."""

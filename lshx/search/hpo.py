@@ -1,0 +1,182 @@
+"""Proposers: given a history of (config, distance) they propose new configs (ask/tell).
+
+Lower distance is better: it is the HPO 'loss'. Every call rebuilds the optimizer's
+history from what it is given (the survivors, in LSH), so a proposer holds no hidden
+state and a resumed search proposes exactly what the first run proposed.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import random
+from typing import List, Sequence, Set, Tuple
+
+from lshx.errors import ConfigError
+from lshx.search.space import CATEGORICAL, DEATH_RATE_RANGE, config_hash, grid, normalize, random_config
+
+HPOS = ("tpe", "atpe", "grid", "random", "optuna")
+History = Sequence[Tuple[dict, float]]
+
+
+class Proposer:
+    def propose(self, history: History, n: int, exclude: Set[str], round_seed: int) -> List[dict]:
+        raise NotImplementedError  # subclasses define how they propose
+
+
+def _fill_distinct(cands: List[dict], n: int, exclude: Set[str], rng: random.Random) -> List[dict]:
+    """Keeps the first n configs not seen before (by hash); tops up with random draws."""
+    out, seen = [], set(exclude)
+    for c in cands:
+        h = config_hash(c)
+        if h not in seen:
+            out.append(normalize(c))
+            seen.add(h)
+        if len(out) == n:
+            return out
+    for _ in range(1000 * n):
+        if len(out) == n:
+            break
+        c = random_config(rng)
+        if config_hash(c) not in seen:
+            out.append(c)
+            seen.add(config_hash(c))
+    return out
+
+
+class RandomProposer(Proposer):
+    def propose(self, history, n, exclude, round_seed):
+        return _fill_distinct([], n, exclude, random.Random(round_seed))
+
+
+class GridProposer(Proposer):
+    """The grid in a seeded order; it proposes nothing once every point has been tried."""
+
+    def __init__(self, task: str) -> None:
+        self.points = grid(task)
+
+    def propose(self, history, n, exclude, round_seed):
+        order = list(self.points)
+        random.Random(round_seed).shuffle(order)
+        return [c for c in order if config_hash(c) not in exclude][:n]
+
+
+class HyperoptProposer(Proposer):
+    """TPE or ATPE from hyperopt 0.3, used as ask/tell through trial documents."""
+
+    def __init__(self, algo: str) -> None:
+        try:
+            import hyperopt  # noqa: F401
+        except ImportError:
+            raise ConfigError("hyperopt is not installed: pip install hyperopt==0.3.0") from None
+        if algo == "atpe":
+            try:
+                import lightgbm  # noqa: F401
+            except ImportError:
+                raise ConfigError("--hpo atpe needs lightgbm: pip install lightgbm") from None
+        self.algo = algo
+
+    def _space(self):
+        from hyperopt import hp
+
+        space = {k: hp.choice(k, list(v)) for k, v in CATEGORICAL.items()}
+        space["death_rate"] = hp.uniform("death_rate", *DEATH_RATE_RANGE)
+        return space
+
+    def propose(self, history, n, exclude, round_seed):
+        from functools import partial
+
+        from hyperopt import JOB_STATE_DONE, STATUS_OK, Domain, Trials, atpe, space_eval, tpe
+
+        space = self._space()
+        domain = Domain(lambda _: 0.0, space)
+        trials = Trials()
+        now = datetime.datetime.now()
+        # Diverged configs (infinite distance) are left out: TPE models finite losses only.
+        history = [(c, float(d)) for c, d in history if d is not None and math.isfinite(d)]
+        if history:
+            tids = trials.new_trial_ids(len(history))
+            docs = []
+            for tid, (cfg, dist) in zip(tids, history):
+                c = normalize(cfg)
+                vals = {k: [list(CATEGORICAL[k]).index(c[k])] for k in CATEGORICAL}
+                vals["death_rate"] = [c["death_rate"]]
+                misc = {"tid": tid, "cmd": domain.cmd, "workdir": None,
+                        "idxs": {k: [tid] for k in vals}, "vals": vals}
+                docs.extend(trials.new_trial_docs([tid], [None], [{"loss": dist, "status": STATUS_OK}], [misc]))
+            for d in docs:  # atpe needs these timestamps on finished trials
+                d["state"] = JOB_STATE_DONE
+                d["book_time"] = now
+                d["refresh_time"] = now
+            trials.insert_trial_docs(docs)
+            trials.refresh()
+        if self.algo == "tpe":  # with the survivors as its whole history, TPE must use it at once
+            algo = partial(tpe.suggest, n_startup_jobs=2)
+        else:
+            algo = atpe.suggest
+        rng = random.Random(round_seed)
+        out: List[dict] = []
+        seen = set(exclude)
+        # Ask for a few more than needed in one call: duplicates of tried configs are dropped.
+        seed = rng.randrange(2 ** 31)
+        import numpy as np
+
+        state_np, state_py = np.random.get_state(), random.getstate()
+        np.random.seed(seed)  # atpe also draws from the global numpy and python RNGs
+        random.seed(seed)
+        try:
+            docs = algo(trials.new_trial_ids(2 * n + 2), domain, trials, seed)
+        finally:
+            np.random.set_state(state_np)
+            random.setstate(state_py)
+        for d in docs:
+            vals = {k: v[0] for k, v in d["misc"]["vals"].items() if v}
+            cfg = normalize(space_eval(space, vals))
+            if config_hash(cfg) not in seen and len(out) < n:
+                out.append(cfg)
+                seen.add(config_hash(cfg))
+        return _fill_distinct(out, n, exclude, rng)
+
+
+class OptunaProposer(Proposer):
+    def __init__(self) -> None:
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("--hpo optuna needs optuna: pip install optuna") from None
+
+    def propose(self, history, n, exclude, round_seed):
+        import optuna
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        dists = {k: CategoricalDistribution(list(v)) for k, v in CATEGORICAL.items()}
+        dists["death_rate"] = FloatDistribution(*DEATH_RATE_RANGE)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=round_seed, n_startup_trials=2))
+        for cfg, dist in history:
+            c = normalize(cfg)
+            ok = dist is not None and math.isfinite(dist)
+            study.add_trial(optuna.trial.create_trial(
+                params={k: c[k] for k in dists}, distributions=dists, value=float(dist) if ok else None,
+                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
+        out = []
+        for _ in range(4 * n + 4):
+            if len(out) == n:
+                break
+            t = study.ask(dists)
+            cfg = normalize(t.params)
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+            if config_hash(cfg) not in exclude and all(config_hash(cfg) != config_hash(o) for o in out):
+                out.append(cfg)
+        return _fill_distinct(out, n, exclude, random.Random(round_seed))
+
+
+def make_proposer(hpo: str, task: str) -> Proposer:
+    if hpo in ("tpe", "atpe"):
+        return HyperoptProposer(hpo)
+    if hpo == "grid":
+        return GridProposer(task)
+    if hpo == "random":
+        return RandomProposer()
+    if hpo == "optuna":
+        return OptunaProposer()
+    raise ConfigError(f"unknown hpo {hpo!r}; allowed: {', '.join(HPOS)}")

@@ -1,0 +1,86 @@
+"""The unit of work of a search: bring one candidate to a target epoch.
+
+After each epoch the candidate's validation perplexity and Lyapunov spectrum are written
+into its own checkpoint (atomically) before anything else happens, so a killed job loses
+at most the epoch it was in, and a rerun continues from the last finished epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+_CORPORA: Dict[str, object] = {}
+
+
+def _corpus(data):
+    from lshx.data import load_corpus
+
+    key = str(data)
+    if key not in _CORPORA:
+        _CORPORA[key] = load_corpus(data)
+    return _CORPORA[key]
+
+
+def advance(job: dict) -> dict:
+    """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads}."""
+    from lshx.checkpoint import load_checkpoint
+    from lshx.data import load_split
+    from lshx.lyapunov import LSConfig, lyapunov_spectrum, sample_windows
+    from lshx.train import TrainConfig, Trainer
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    cfg = TrainConfig.from_dict(job["train"])
+    ls = LSConfig(**job["ls"]) if job.get("ls") else None
+    d = Path(job["dir"])
+    last, best = d / "last.pt", d / "best.pt"
+    corpus = _corpus(cfg.data)
+    trainer = Trainer(cfg, corpus=corpus, quiet=True, progress=False)
+    evals = []
+    if last.exists():
+        ck = load_checkpoint(last)
+        trainer.restore(ck)
+        evals = list(ck.get("lsh_evals", []))
+    tokens = None
+    if ls is not None:
+        ids, _ = load_split(cfg.data, "valid", corpus.vocab)
+        tokens = sample_windows(ids, ls.samples, ls.warmup + ls.steps, ls.seed)
+    trained = 0
+    while trainer.epoch < job["target"] and not trainer.diverged:
+        spec = {}
+
+        def measure(tr, spec=spec):
+            if tokens is not None:
+                res = lyapunov_spectrum(tr.model, tokens, ls)
+                spec["spectrum"] = res.spectrum
+
+        t0 = time.perf_counter()
+        r = trainer.run_epoch(best_path=best, after_validation=measure)
+        trained += 1
+        spectrum = spec.get("spectrum")
+        diverged = trainer.diverged or (spectrum is not None and not all(math.isfinite(v) for v in spectrum))
+        evals.append({"epoch": trainer.epoch, "val_ppl": r["val_ppl"], "spectrum": spectrum, "diverged": diverged,
+                      "seconds": time.perf_counter() - t0, "created": time.time(), "pid": os.getpid()})
+        trainer.save(last, extra={"lsh_evals": evals})
+        if diverged:
+            break
+    return {"key": job["key"], "evals": evals, "trained": trained, "dir": str(d)}
+
+
+def test_perplexity(job: dict) -> float:
+    """Test perplexity of a candidate's best-validation checkpoint."""
+    from lshx.train import TrainConfig, Trainer, load_model, perplexity
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    cfg = TrainConfig.from_dict(job["train"])
+    trainer = Trainer(cfg, corpus=_corpus(cfg.data), quiet=True, progress=False)
+    _, ck = load_model(Path(job["dir"]) / "best.pt")
+    trainer.model.load_state_dict(ck["state_dict"])
+    trainer.model.set_masks(ck["masks"])
+    return perplexity(trainer.evaluate("test"))

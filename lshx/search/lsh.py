@@ -1,0 +1,346 @@
+"""LS-based Hyperpruning (paper section 3): the schedule, the distances, the final pick.
+
+Schedule: n candidates and the dense model train e0 epochs; then, every ei epochs, the
+farthest floor(n/2) are eliminated (keep ceil(n/2)), floor(keep/2) new candidates (n/4)
+are proposed by the HPO method from the survivors' (config, distance) and trained up to
+the current epoch (catch-up epochs count in train_epochs), until at most final_k
+survive; they are trained to P epochs and the best validation perplexity wins. This
+rounding reproduces the paper's Table 3 exactly (GS-24: 24 e0 + 58 ei = 246 at 3/3),
+whose counts leave the catch-up epochs out (selection_epochs below does the same).
+
+Resuming replays the schedule: every decision is recomputed from stored evaluations
+(deterministic) or read back from the DB, and training jobs skip finished epochs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from lshx.errors import ConfigError
+from lshx.lyapunov import LSConfig
+from lshx.progress import Progress, log
+from lshx.search import jobs as J
+from lshx.search.executors import Executor, run_all
+from lshx.search.hpo import HPOS, make_proposer
+from lshx.search.rundb import RunDB
+from lshx.search.space import config_hash, describe, grid, normalize
+from lshx.train import TrainConfig
+
+DISTANCES = ("pca2", "raw", "loss")
+STRATEGIES = ("lsh", "full")
+
+# search sizes per preset (model sizes come from lshx.presets)
+SEARCH_PRESETS = {
+    # e0 >= 2: the DST settings act from the first topology update (end of epoch 1) on
+    "smoke": {"n": 6, "e0": 2, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 8, "ls_warmup": 2},
+    "small": {"n": 8, "e0": 1, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10,
+              "max_batches": 80},
+    "paper": {"n": 40, "e0": 3, "ei": 3, "final_epochs": 100, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10},
+}
+
+
+@dataclass
+class SearchConfig:
+    task: str = "ptb-lstm"
+    preset: str = "small"
+    hpo: str = "tpe"
+    distance: str = "pca2"
+    strategy: str = "lsh"
+    n: int = 8
+    e0: int = 1
+    ei: int = 1
+    final_epochs: int = 4
+    final_k: int = 2
+    density: Optional[float] = None  # default: the preset's
+    seed: int = 0
+    data: Optional[str] = None
+    max_batches: Optional[int] = None
+    ls_samples: int = 2
+    ls_steps: int = 35
+    ls_warmup: int = 10
+    ls_k: Optional[int] = None
+
+    @classmethod
+    def from_preset(cls, task: str, preset: str, **over) -> "SearchConfig":
+        if preset not in SEARCH_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(SEARCH_PRESETS)}")
+        d = dict(SEARCH_PRESETS[preset])
+        d.update({k: v for k, v in over.items() if v is not None})
+        cfg = cls(task=task, preset=preset, **d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.hpo not in HPOS:
+            raise ConfigError(f"unknown hpo {self.hpo!r}; allowed: {', '.join(HPOS)}")
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"unknown distance {self.distance!r}; allowed: {', '.join(DISTANCES)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        if self.n < 1 or self.e0 < 1 or self.ei < 1 or self.final_k < 1:
+            raise ConfigError("n, e0, ei and final-k must be >= 1")
+        if self.final_epochs < self.e0:
+            raise ConfigError("final epochs must be >= e0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def plan(n: int, final_k: int = 2) -> List[Tuple[int, int, int]]:
+    """Rounds as (size before elimination, kept, inserted); the last round inserts nothing."""
+    rounds, size = [], n
+    while True:
+        keep = math.ceil(size / 2)
+        if keep <= final_k or size <= final_k:
+            rounds.append((size, min(keep, size), 0))
+            return rounds
+        ins = keep // 2
+        rounds.append((size, keep, ins))
+        size = keep + ins
+
+
+def selection_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> int:
+    """Epochs of the candidate-selection phase as the paper's Table 3 counts them
+    (every candidate alive in a period, catch-up epochs of inserted ones left out)."""
+    rounds = plan(n, final_k)
+    return n * e0 + ei * sum(keep + ins for _, keep, ins in rounds[:-1])
+
+
+# ----------------------------------------------------------------------------- distances
+def distances(kind: str, dense: Dict[int, dict], cands: Dict[int, Dict[int, dict]], epoch: int,
+              alive: List[int]) -> Dict[int, float]:
+    """s_i for every alive candidate at `epoch` (lower is closer to the dense model)."""
+    out: Dict[int, float] = {}
+    if kind == "loss":
+        for c in alive:
+            ev = cands[c].get(epoch)
+            ok = ev and not ev["diverged"] and ev["val_ppl"] is not None and math.isfinite(ev["val_ppl"])
+            out[c] = float(ev["val_ppl"]) if ok else math.inf
+        return out
+    ref = dense[epoch]["spectrum"]
+    good = {c for c in alive if cands[c].get(epoch) and not cands[c][epoch]["diverged"]
+            and cands[c][epoch]["spectrum"] is not None}
+    if kind == "raw":
+        for c in alive:
+            out[c] = float(np.linalg.norm(np.array(cands[c][epoch]["spectrum"]) - np.array(ref))) \
+                if c in good else math.inf
+        return out
+    # pca2: one PCA over the dense and every candidate trajectory (epochs 1..epoch)
+    from sklearn.decomposition import PCA
+
+    rows = [dense[e]["spectrum"] for e in sorted(dense) if e <= epoch and dense[e]["spectrum"] is not None]
+    for c in sorted(cands):
+        rows += [ev["spectrum"] for e, ev in sorted(cands[c].items())
+                 if e <= epoch and ev["spectrum"] is not None and not ev["diverged"]]
+    X = np.array(rows, dtype=np.float64)
+    pca = PCA(n_components=min(2, X.shape[0], X.shape[1]), svd_solver="full").fit(X)
+    d0 = pca.transform(np.array([ref]))[0]
+    for c in alive:
+        out[c] = float(np.linalg.norm(pca.transform(np.array([cands[c][epoch]["spectrum"]]))[0] - d0)) \
+            if c in good else math.inf
+    return out
+
+
+def eliminate(dist: Dict[int, float], keep: int) -> Tuple[List[int], List[int]]:
+    """(survivors, eliminated): the `keep` nearest stay; ties go to the lower candidate id."""
+    order = sorted(dist, key=lambda c: (dist[c], c))
+    return sorted(order[:keep]), sorted(order[keep:])
+
+
+# ----------------------------------------------------------------------------- the search
+class Search:
+    DENSE = 0  # candidate id of the dense reference
+
+    def __init__(self, cfg: SearchConfig, db: RunDB, executor: Executor, name: str, quiet: bool = False) -> None:
+        self.cfg, self.db, self.ex, self.name, self.quiet = cfg, db, executor, name, quiet
+        self.ckpt_root = db.path.with_suffix("").parent / (db.path.stem + "-runs")
+        self.proposer = make_proposer(cfg.hpo, cfg.task)
+        self.train_epochs_used: Dict[int, int] = {}
+
+    # ---------------------------------------------------------------- candidates
+    def train_config(self, config: Optional[dict]) -> TrainConfig:
+        c = self.cfg
+        dst = {} if config is None else {k: v for k, v in normalize(config).items()}
+        if config is None:
+            dst["density"] = 1.0
+        elif c.density is not None:
+            dst["density"] = c.density
+        return TrainConfig.from_preset(c.task, c.preset, data=c.data, epochs=c.final_epochs, seed=c.seed,
+                                       max_batches=c.max_batches, dst=dst)
+
+    def ls_config(self) -> Optional[dict]:
+        if self.cfg.distance == "loss" or self.cfg.strategy == "full":
+            return None
+        c = self.cfg
+        return asdict(LSConfig(samples=c.ls_samples, steps=c.ls_steps, warmup=c.ls_warmup, k=c.ls_k))
+
+    def _eval_key(self, tcfg: TrainConfig) -> str:
+        blob = json.dumps({"train": tcfg.to_dict(), "ls": self.ls_config()}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:20]
+
+    def add(self, cid: int, config: Optional[dict], origin: str, round_: int) -> None:
+        tcfg = self.train_config(config)
+        key = self._eval_key(tcfg)
+        self.db.add_candidate(self.name, cid, config or {"dense": True}, config_hash(config) if config else "dense",
+                              key, origin, round_, str(self.ckpt_root / key))
+
+    def _job(self, cand: dict, target: int) -> dict:
+        cfg = None if cand["origin"] == "dense" else cand["config"]
+        return {"key": cand["eval_key"], "train": self.train_config(cfg).to_dict(), "ls": self.ls_config(),
+                "target": target, "dir": cand["ckpt_dir"], "threads": self.ex.threads_per_job}
+
+    def advance(self, cids: List[int], target: int, what: str) -> None:
+        """Brings candidates to `target` epochs (skipping what is done) and stores their evals."""
+        cands = {c["cid"]: c for c in self.db.candidates(self.name)}
+        todo = [cands[c] for c in cids if max(self.evals(cands[c]), default=0) < target
+                and not any(e["diverged"] for e in self.evals(cands[c]).values())]
+        for c in cids:
+            self.train_epochs_used[c] = max(self.train_epochs_used.get(c, 0), target)
+        if not todo:
+            return
+        bar = Progress(len(todo), what, enabled=None if not self.quiet else False)
+        for res in self.ex.map(J.advance, [self._job(c, target) for c in todo]):
+            for ev in res["evals"]:
+                self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(res["dir"]) / "last.pt"))
+            bar.update(1)
+        bar.close()
+
+    def evals(self, cand: dict) -> Dict[int, dict]:
+        return self.db.evals(cand["eval_key"], self.cfg.seed)
+
+    def _failed(self, cand: dict, epoch: int) -> bool:
+        ev = self.evals(cand)
+        return any(e["diverged"] for e in ev.values()) or epoch not in ev
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        c = self.cfg
+        existing = {x["cid"]: x for x in self.db.candidates(self.name)}
+        if self.DENSE not in existing:
+            self.add(self.DENSE, None, "dense", 0)
+        if not any(x["origin"] == "initial" for x in existing.values()):
+            if c.hpo == "grid":
+                initial = grid(c.task)[: c.n] if c.n <= 24 else grid(c.task)
+                if c.n > len(initial):
+                    initial += self.proposer.propose([], c.n - len(initial), {config_hash(x) for x in initial},
+                                                     c.seed)
+            else:
+                initial = self.proposer.propose([], c.n, set(), c.seed)
+            for i, cfg in enumerate(initial, start=1):
+                self.add(i, cfg, "initial", 0)
+        if c.strategy == "full":
+            rounds = []
+            alive = [x["cid"] for x in self.db.candidates(self.name) if x["origin"] != "dense"]
+            self.advance([self.DENSE] + alive, c.final_epochs, "full training")
+            finalists = alive
+        else:
+            rounds, finalists = self._select()
+            self.advance([self.DENSE] + finalists, c.final_epochs, "final training")
+        result = self._pick(finalists, rounds, time.perf_counter() - t0)
+        self.db.finish_search(self.name, result)
+        return result
+
+    def _select(self) -> Tuple[List[dict], List[int]]:
+        c = self.cfg
+        cands = {x["cid"]: x for x in self.db.candidates(self.name)}
+        alive = sorted(x for x in cands if x != self.DENSE and cands[x]["origin"] == "initial")
+        epoch = c.e0
+        self.advance([self.DENSE] + alive, epoch, f"epochs 1-{epoch}")
+        stored = {r["round"]: r for r in self.db.rounds(self.name)}
+        rounds_out, r = [], 0
+        while True:
+            r += 1
+            cands = {x["cid"]: x for x in self.db.candidates(self.name)}
+            dense_ev = self.evals(cands[self.DENSE])
+            cand_ev = {x: self.evals(cands[x]) for x in cands if x != self.DENSE}
+            dist = distances(c.distance, dense_ev, cand_ev, epoch, alive)
+            keep = math.ceil(len(alive) / 2)
+            if r in stored:  # replay the recorded decision
+                survivors, gone, inserted_ids = stored[r]["alive"], stored[r]["eliminated"], stored[r]["inserted"]
+            else:
+                survivors, gone = eliminate(dist, keep)
+                inserted_ids = []
+                if keep > c.final_k and len(alive) > c.final_k:
+                    n_ins = keep // 2
+                    history = [(cands[s]["config"], dist[s]) for s in survivors]
+                    seen = {cands[x]["config_hash"] for x in cands}
+                    new = self.proposer.propose(history, n_ins, seen, c.seed * 7919 + r)
+                    next_id = max(cands) + 1
+                    for j, cfg in enumerate(new):
+                        self.add(next_id + j, cfg, "inserted", r)
+                        inserted_ids.append(next_id + j)
+                self.db.put_round(self.name, r, epoch, survivors, gone, inserted_ids, dist)
+            for g in gone:
+                self.db.set_status(self.name, g, "eliminated")
+            finite = [d for d in dist.values() if math.isfinite(d)]
+            log(f"round {r}: epoch {epoch}, alive {len(alive)}, eliminated {len(gone)}, inserted "
+                f"{len(inserted_ids)}, best distance {min(finite) if finite else float('inf'):.4g}", self.quiet)
+            rounds_out.append({"epoch": epoch, "alive": alive, "eliminated": gone, "inserted": inserted_ids,
+                               "distances": {str(k): v for k, v in dist.items()}})
+            if not inserted_ids and (keep <= c.final_k or len(alive) <= c.final_k):
+                return rounds_out, survivors
+            if inserted_ids:  # catch up to the current epoch before the next comparison
+                self.advance(inserted_ids, epoch, f"catch-up to epoch {epoch}")
+            alive = sorted(survivors + inserted_ids)
+            if len(alive) <= c.final_k:
+                return rounds_out, alive
+            epoch += c.ei
+            self.advance([self.DENSE] + alive, epoch, f"epochs to {epoch}")
+
+    def _pick(self, finalists: List[int], rounds: List[dict], wall: float) -> dict:
+        cands = {x["cid"]: x for x in self.db.candidates(self.name)}
+
+        def best_val(cid):
+            vals = [e["val_ppl"] for e in self.evals(cands[cid]).values()
+                    if e["val_ppl"] is not None and math.isfinite(e["val_ppl"])]
+            return min(vals) if vals else math.inf
+
+        ranked = sorted(finalists, key=lambda x: (best_val(x), x))
+        best = ranked[0]
+        tests = run_all(self.ex, J.test_perplexity,
+                        [self._job(cands[best], 0), self._job(cands[self.DENSE], 0)])
+        for x in finalists:
+            self.db.set_status(self.name, x, "final")
+        self.db.set_status(self.name, best, "best")
+        used = sum(max(self.evals(cands[x]), default=0) for x in cands if x in self.train_epochs_used)
+        return {
+            "name": self.name,
+            "best": {"cid": best, "config": cands[best]["config"], "describe": describe(cands[best]["config"]),
+                     "val_ppl": best_val(best), "test_ppl": tests[0]},
+            "dense": {"val_ppl": best_val(self.DENSE), "test_ppl": tests[1]},
+            "rounds": rounds,
+            "train_epochs": used,
+            "selection_epochs_table3": selection_epochs(self.cfg.n, self.cfg.e0, self.cfg.ei, self.cfg.final_k),
+            "candidates": len(cands) - 1,
+            "wall_s": wall,
+        }
+
+
+def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str = "default",
+               resume: bool = False, quiet: bool = False) -> dict:
+    db = RunDB(db_path)
+    try:
+        prev = db.get_search(name)
+        if prev is not None:
+            if not resume:
+                raise ConfigError(f"search {name!r} already exists in {db_path}: add --resume, or pick another --name")
+            if prev["args"] != cfg.to_dict():
+                raise ConfigError(f"search {name!r} in {db_path} was started with other options; "
+                                  "resume with the same ones")
+            if prev["status"] == "done" and prev["result"]:
+                log(f"search {name!r} is already finished", quiet)
+                return prev["result"]
+        else:
+            db.create_search(name, cfg.task, cfg.to_dict())
+        return Search(cfg, db, executor, name, quiet).run()
+    finally:
+        db.close()

@@ -1,0 +1,102 @@
+"""The run DB: one SQLite file (WAL) holding searches, candidates, per-epoch evaluations
+(validation perplexity, spectrum, checkpoint) and every round's decisions.
+
+Evaluations are keyed by (eval key, seed, epoch), the eval key hashing everything that
+determines them (training and LS settings), so they are idempotent and several searches
+under different names share them.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS searches (
+  name TEXT PRIMARY KEY, task TEXT, args TEXT, created REAL, status TEXT, result TEXT);
+CREATE TABLE IF NOT EXISTS candidates (
+  search TEXT, cid INTEGER, config TEXT, config_hash TEXT, eval_key TEXT, origin TEXT,
+  round INTEGER, status TEXT, ckpt_dir TEXT, PRIMARY KEY (search, cid));
+CREATE TABLE IF NOT EXISTS evals (
+  eval_key TEXT, seed INTEGER, epoch INTEGER, val_ppl REAL, spectrum TEXT, diverged INTEGER,
+  seconds REAL, ckpt TEXT, created REAL, PRIMARY KEY (eval_key, seed, epoch));
+CREATE TABLE IF NOT EXISTS rounds (
+  search TEXT, round INTEGER, epoch INTEGER, alive TEXT, eliminated TEXT, inserted TEXT,
+  distances TEXT, PRIMARY KEY (search, round));
+"""
+
+
+class RunDB:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ----------------------------------------------------------------- searches
+    def get_search(self, name: str) -> Optional[dict]:
+        row = self.conn.execute("SELECT task, args, status, result FROM searches WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"task": row[0], "args": json.loads(row[1]), "status": row[2],
+                "result": json.loads(row[3]) if row[3] else None}
+
+    def create_search(self, name: str, task: str, args: dict) -> None:
+        self.conn.execute("INSERT INTO searches VALUES (?,?,?,?,?,NULL)",
+                          (name, task, json.dumps(args, sort_keys=True), time.time(), "running"))
+
+    def finish_search(self, name: str, result: dict) -> None:
+        self.conn.execute("UPDATE searches SET status='done', result=? WHERE name=?", (json.dumps(result), name))
+
+    def search_names(self) -> List[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM searches ORDER BY created")]
+
+    # ----------------------------------------------------------------- candidates
+    def add_candidate(self, search: str, cid: int, config: dict, config_hash: str, eval_key: str, origin: str,
+                      round_: int, ckpt_dir: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO candidates VALUES (?,?,?,?,?,?,?,?,?)",
+                          (search, cid, json.dumps(config, sort_keys=True), config_hash, eval_key, origin, round_,
+                           "alive", ckpt_dir))
+
+    def set_status(self, search: str, cid: int, status: str) -> None:
+        self.conn.execute("UPDATE candidates SET status=? WHERE search=? AND cid=?", (status, search, cid))
+
+    def candidates(self, search: str) -> List[dict]:
+        rows = self.conn.execute("SELECT cid, config, config_hash, eval_key, origin, round, status, ckpt_dir "
+                                 "FROM candidates WHERE search=? ORDER BY cid", (search,))
+        return [{"cid": r[0], "config": json.loads(r[1]), "config_hash": r[2], "eval_key": r[3], "origin": r[4],
+                 "round": r[5], "status": r[6], "ckpt_dir": r[7]} for r in rows]
+
+    # ----------------------------------------------------------------- evaluations
+    def put_eval(self, eval_key: str, seed: int, ev: dict, ckpt: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?,?,?,?)",
+                          (eval_key, seed, ev["epoch"], ev["val_ppl"],
+                           json.dumps(ev["spectrum"]) if ev.get("spectrum") is not None else None,
+                           int(bool(ev.get("diverged"))), ev.get("seconds"), ckpt, ev.get("created", time.time())))
+
+    def evals(self, eval_key: str, seed: int) -> Dict[int, dict]:
+        rows = self.conn.execute("SELECT epoch, val_ppl, spectrum, diverged, seconds, ckpt, created FROM evals "
+                                 "WHERE eval_key=? AND seed=? ORDER BY epoch", (eval_key, seed))
+        return {r[0]: {"epoch": r[0], "val_ppl": r[1], "spectrum": json.loads(r[2]) if r[2] else None,
+                       "diverged": bool(r[3]), "seconds": r[4], "ckpt": r[5], "created": r[6]} for r in rows}
+
+    # ----------------------------------------------------------------- rounds
+    def put_round(self, search: str, round_: int, epoch: int, alive: list, eliminated: list, inserted: list,
+                  distances: dict) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?)",
+                          (search, round_, epoch, json.dumps(alive), json.dumps(eliminated), json.dumps(inserted),
+                           json.dumps({str(k): v for k, v in distances.items()})))
+
+    def rounds(self, search: str) -> List[dict]:
+        rows = self.conn.execute("SELECT round, epoch, alive, eliminated, inserted, distances FROM rounds "
+                                 "WHERE search=? ORDER BY round", (search,))
+        return [{"round": r[0], "epoch": r[1], "alive": json.loads(r[2]), "eliminated": json.loads(r[3]),
+                 "inserted": json.loads(r[4]), "distances": {int(k): v for k, v in json.loads(r[5]).items()}}
+                for r in rows]

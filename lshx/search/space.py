@@ -1,0 +1,49 @@
+"""The hyperpruning search space (Selfish-RNN's DST controls) and its 24-point grid.
+
+Methodological: sparse init, death mode, redistribution (growth is random for now);
+non-methodological: the death rate, U[0.4, 0.9]. The grid fixes the death rate
+(0.8 for the LSTM, 0.5 for the RHN): 2 x 4 x 3 = 24 configurations.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from typing import Dict, List
+
+from lshx.sparse.config import DEATHS, INITS, REDISTRIBUTIONS
+
+CATEGORICAL: Dict[str, tuple] = {"init": INITS, "death": DEATHS, "redistribution": REDISTRIBUTIONS}
+DEATH_RATE_RANGE = (0.4, 0.9)
+GRID_DEATH_RATE = {"ptb-lstm": 0.8, "ptb-rhn": 0.5}
+GROWTH = "random"
+
+
+def normalize(config: dict) -> dict:
+    """The canonical form of a candidate config (what is hashed and stored)."""
+    out = {k: config[k] for k in CATEGORICAL}
+    out["growth"] = config.get("growth", GROWTH)
+    out["death_rate"] = round(float(config["death_rate"]), 6)
+    return out
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha1(json.dumps(normalize(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def grid(task: str) -> List[dict]:
+    rate = GRID_DEATH_RATE[task]
+    return [normalize({"init": i, "death": d, "redistribution": r, "death_rate": rate})
+            for i, d, r in itertools.product(INITS, DEATHS, REDISTRIBUTIONS)]
+
+
+def random_config(rng: random.Random) -> dict:
+    cfg = {k: rng.choice(v) for k, v in CATEGORICAL.items()}
+    cfg["death_rate"] = rng.uniform(*DEATH_RATE_RANGE)
+    return normalize(cfg)
+
+
+def describe(config: dict) -> str:
+    c = normalize(config)
+    return f"{c['init']}/{c['death']}/{c['redistribution']}/dr={c['death_rate']:.3f}"

@@ -1,0 +1,186 @@
+"""The search: schedule arithmetic, elimination, distances, divergence, resume, executors."""
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lshx.checkpoint import load_checkpoint
+from lshx.search.executors import SerialExecutor, make_executor
+from lshx.search.hpo import make_proposer
+from lshx.search.lsh import SearchConfig, distances, eliminate, plan, run_search, selection_epochs
+from lshx.search.rundb import RunDB
+from lshx.search.space import config_hash, grid
+
+
+def test_table3_counts():
+    # the paper's Table 3 (GS-24): rows e0 = 1..3, columns ei = 1..4
+    table = {1: [82, 140, 198, 256], 2: [106, 164, 222, 280], 3: [130, 188, 246, 304]}
+    for e0, row in table.items():
+        assert [selection_epochs(24, e0, ei) for ei in (1, 2, 3, 4)] == row
+    assert plan(24) == [(24, 12, 6), (18, 9, 4), (13, 7, 3), (10, 5, 2), (7, 4, 2), (6, 3, 1), (4, 2, 0)]
+
+
+def test_grid_has_24_distinct_points():
+    g = grid("ptb-lstm")
+    assert len(g) == 24 and len({config_hash(c) for c in g}) == 24
+    assert {c["death_rate"] for c in g} == {0.8} and {c["death_rate"] for c in grid("ptb-rhn")} == {0.5}
+
+
+def test_survivors_are_the_nearest_half():
+    dist = {1: 0.5, 2: math.inf, 3: 0.1, 4: 2.0, 5: 0.5, 6: 0.3, 7: 1.0}
+    keep, gone = eliminate(dist, 4)
+    assert keep == [1, 3, 5, 6] and gone == [2, 4, 7]
+
+
+def _ev(spec, ppl=100.0, diverged=False):
+    return {"spectrum": spec, "val_ppl": ppl, "diverged": diverged}
+
+
+def test_distances_raw_pca2_loss():
+    dense = {1: _ev([0.0, -1.0, -2.0]), 2: _ev([0.1, -1.0, -2.5])}
+    cands = {1: {1: _ev([0.0, -1.1, -2.0], 90), 2: _ev([0.1, -1.0, -2.4], 80)},
+             2: {1: _ev([1.0, 0.0, -3.0], 70), 2: _ev([2.0, 0.5, -4.0], 60)},
+             3: {1: _ev([0.0, 0.0, 0.0]), 2: _ev(None, math.nan, True)}}
+    raw = distances("raw", dense, cands, 2, [1, 2, 3])
+    assert raw[1] == pytest.approx(0.1) and raw[2] == pytest.approx(np.linalg.norm([1.9, 1.5, -1.5]))
+    assert raw[3] == math.inf
+    loss = distances("loss", dense, cands, 2, [1, 2, 3])
+    assert loss == {1: 80, 2: 60, 3: math.inf}
+    p = distances("pca2", dense, cands, 2, [1, 2, 3])
+    assert p[3] == math.inf and p[1] < p[2]
+    # the 2-D projection never stretches distances
+    assert p[1] <= raw[1] + 1e-12 and p[2] <= raw[2] + 1e-12
+
+
+def test_proposers_skip_tried_configs():
+    for hpo in ("tpe", "random", "grid"):
+        p = make_proposer(hpo, "ptb-lstm")
+        first = p.propose([], 5, set(), 1)
+        hist = [(c, float(i)) for i, c in enumerate(first)]
+        more = p.propose(hist, 4, {config_hash(c) for c in first}, 2)
+        assert len(more) == 4
+        assert not {config_hash(c) for c in more} & {config_hash(c) for c in first}
+
+
+def _search_args(tiny_data, db, *extra):
+    return [sys.executable, "-m", "lshx.cli.main", "search", "ptb-lstm", "--preset", "smoke", "--data", tiny_data,
+            "--db", db, "--json", "--quiet", "--max-batches", "8", *extra]
+
+
+def test_smoke_search_and_json(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=8)
+    res = run_search(cfg, tmp_path / "s.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert set(res) >= {"best", "dense", "rounds", "train_epochs", "wall_s"}
+    assert set(res["best"]) >= {"config", "val_ppl", "test_ppl"} and set(res["dense"]) == {"val_ppl", "test_ppl"}
+    r = res["rounds"][0]
+    assert r["epoch"] == 2 and len(r["alive"]) == 6 and len(r["eliminated"]) == 3 and len(r["inserted"]) == 1
+    # 3 eliminated at epoch 2, 2 at epoch 3 (the inserted one caught up first), 2 finalists
+    # and the dense model trained to 4
+    assert res["train_epochs"] == 3 * 2 + 2 * 3 + 2 * 4 + 4
+    assert res["selection_epochs_table3"] == 6 * 2 + 4 * 1
+    db = RunDB(tmp_path / "s.sqlite")
+    assert len(db.rounds(res["name"])) == len(res["rounds"])
+    statuses = {c["status"] for c in db.candidates(res["name"])}
+    assert {"eliminated", "best"} <= statuses
+
+
+def test_diverging_candidate_is_marked_failed(tiny_data, tmp_path, monkeypatch):
+    import lshx.lyapunov as L
+
+    real = L.lyapunov_spectrum
+    calls = {"n": 0}
+
+    def sometimes_nan(model, tokens, cfg):
+        calls["n"] += 1
+        res = real(model, tokens, cfg)
+        if calls["n"] == 3:  # the second candidate's first epoch
+            res.spectrum = [math.nan] * len(res.spectrum)
+        return res
+
+    monkeypatch.setattr(L, "lyapunov_spectrum", sometimes_nan)
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
+    res = run_search(cfg, tmp_path / "n.sqlite", SerialExecutor(threads=1), quiet=True)
+    d = res["rounds"][0]["distances"]
+    assert any(v == math.inf for v in d.values())
+    failed = [int(k) for k, v in d.items() if v == math.inf]
+    assert set(failed) <= set(res["rounds"][0]["eliminated"])
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    ref = subprocess.run(_search_args(tiny_data, str(tmp_path / "ref.sqlite")), capture_output=True, text=True,
+                         env=env, check=True)
+    expected = json.loads(ref.stdout)
+    db = str(tmp_path / "k.sqlite")
+    proc = subprocess.Popen(_search_args(tiny_data, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    n_rows = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db, timeout=1) as c:
+                n_rows = c.execute("SELECT COUNT(*) FROM evals").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if n_rows >= 8:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    with sqlite3.connect(db) as c:
+        before = dict(((k, e), t) for k, e, t in c.execute("SELECT eval_key, epoch, created FROM evals"))
+    again = subprocess.run(_search_args(tiny_data, db, "--resume"), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    got = json.loads(again.stdout)
+    assert got["best"]["config"] == expected["best"]["config"]
+    assert got["best"]["val_ppl"] == pytest.approx(expected["best"]["val_ppl"])
+    assert got["rounds"] == expected["rounds"]
+    # no finished epoch was trained again: every epoch recorded before the kill keeps its
+    # original timestamp in the candidate's checkpoint
+    rdb = RunDB(db)
+    for cand in rdb.candidates(got["name"]):
+        ck = load_checkpoint(os.path.join(cand["ckpt_dir"], "last.pt"))
+        for ev in ck["lsh_evals"]:
+            if (cand["eval_key"], ev["epoch"]) in before:
+                assert ev["created"] == pytest.approx(before[(cand["eval_key"], ev["epoch"])])
+
+
+def test_resume_refuses_other_options_and_existing_name(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=2, n=2)
+    run_search(cfg, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", quiet=True)
+    from lshx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already exists"):
+        run_search(cfg, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", quiet=True)
+    other = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=2, n=3)
+    with pytest.raises(ConfigError, match="other options"):
+        run_search(other, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", resume=True, quiet=True)
+
+
+def test_serial_and_process_executors_agree(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
+    a = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
+    ex = make_executor("process", 2)
+    try:
+        b = run_search(cfg, tmp_path / "b.sqlite", ex, quiet=True)
+    finally:
+        ex.close()
+    assert a["best"]["config"] == b["best"]["config"]
+    assert a["rounds"] == b["rounds"]
+    assert a["best"]["test_ppl"] == pytest.approx(b["best"]["test_ppl"], rel=1e-6)
+
+
+def test_loss_and_full_strategies(tiny_data, tmp_path):
+    loss = run_search(SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, distance="loss"),
+                      tmp_path / "l.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert all(v > 1 for v in loss["rounds"][0]["distances"].values())  # perplexities
+    full = run_search(SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, strategy="full",
+                                               n=3), tmp_path / "f.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert full["rounds"] == [] and full["train_epochs"] == 4 * 4  # 3 configs + dense, 4 epochs each
