@@ -33,3 +33,38 @@ def ls_step_cmd(hidden, layers, k, samples, density, no_reference, as_json):
     else:
         click.echo(format_table([case], ["name", "ref_ms", "lshx_ms", "ratio", "floor_ms", "vs_floor",
                                          "lshx_gflops", "sgemm_gflops", "geqrf_gflops", "threads"]))
+
+
+@bench_group.command("matmul")
+@click.option("--out-features", type=int, default=6000, show_default=True, help="4H of the paper's LSTM.")
+@click.option("--in-features", type=int, default=1500, show_default=True)
+@click.option("--batch", type=int, default=20, show_default=True)
+@click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def matmul_cmd(out_features, in_features, batch, densities, device, as_json):
+    """Masked linear map (inference): dense GEMM on the masked weight against lshx's path."""
+    from lshx.bench import format_table, matmul_case
+
+    cases = [matmul_case(out_features, in_features, batch, d, device) for d in densities]
+    if as_json:
+        echo_json({"cases": cases})
+    else:
+        click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio", "path", "max_rel_err"]))
+
+
+@bench_group.command("train-epoch")
+@click.argument("task", type=click.Choice(["ptb-lstm", "ptb-rhn"]), default="ptb-lstm")
+@click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
+@click.option("--density", type=float, default=0.33, show_default=True)
+@click.option("--batches", type=int, default=20, show_default=True, help="Training batches timed.")
+@click.option("--json", "as_json", is_flag=True)
+def train_epoch_cmd(task, preset, density, batches, as_json):
+    """ms per training batch: the masked model against the same model dense."""
+    from lshx.bench import format_table, train_epoch_case
+
+    cases = [train_epoch_case(task, preset, density, batches)]
+    if as_json:
+        echo_json({"cases": cases})
+    else:
+        click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio"]))

@@ -24,9 +24,11 @@ from lshx.lyapunov import IMPLS, PROPAGATE, STATES, WARMUP_MODES
 @click.option("--seed", type=int, default=None, help="Draw windows at random with this seed [default: the first].")
 @click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True)
 @click.option("--reorth-every", type=int, default=1, show_default=True, help="QR every m steps.")
+@click.option("--qr", type=click.Choice(["householder", "cholqr2"]), default="householder", show_default=True,
+              help="cholqr2: CholeskyQR2, faster for k << N (Householder when ill-conditioned).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint, one per line.")
 def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state, propagate, log_base, k, seed,
-                   impl, reorth_every, as_json):
+                   impl, reorth_every, qr, as_json):
     """Lyapunov spectrum (paper Eq. 1) of each CHECKPOINT on validation windows.
 
     Example: lshx ls-compute runs/x/best.pt --samples 2 --steps 35 --json
@@ -36,7 +38,7 @@ def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state
     from lshx.train import load_model
 
     cfg = LSConfig(samples=samples, steps=steps, warmup=warmup, warmup_mode=warmup_mode, state=state, k=k,
-                   log_base=log_base, propagate=propagate, seed=seed, impl=impl, reorth_every=reorth_every)
+                   log_base=log_base, propagate=propagate, seed=seed, impl=impl, reorth_every=reorth_every, qr=qr)
     for path in checkpoints:
         model, ckpt = load_model(path)
         ids, _ = load_split(data, "valid", Vocab(list(ckpt["vocab"])))

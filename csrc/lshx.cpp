@@ -37,6 +37,12 @@ TORCH_LIBRARY(lshx, m) {
   m.def("row_combine(Tensor w, Tensor coef, Tensor diag) -> Tensor");
   // One Lyapunov re-orthonormalization: Q, R = qr(jb); returns Q and log|diag R| (per sample).
   m.def("lyapunov_step(Tensor jb) -> (Tensor, Tensor)");
+  // y = x @ W^T + bias with W (out x in) given in CSR form: low-density inference path.
+  m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
+  // Q and log|diag R| by CholeskyQR2 (two Cholesky passes on the Gram matrix): for tall
+  // skinny blocks (k << N) it is GEMM-bound. Falls back to Householder when the Gram
+  // matrix is not numerically positive definite.
+  m.def("cholqr2(Tensor a) -> (Tensor, Tensor)");
   m.def("cuda_version() -> int", &cuda_version);
 }
 

@@ -101,3 +101,52 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)
+
+
+def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str = "cpu", seed: int = 0) -> dict:
+    """Masked linear map in inference: dense GEMM on the masked weight (reference) against
+    lshx.ops.masked_linear (its automatic path: CSR on the CPU at low density)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_f, in_f, generator=g).to(device)
+    m = (torch.rand(out_f, in_f, generator=g) < density).to(device)
+    x = torch.randn(batch, in_f, generator=g).to(device)
+    wm = w * m
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x, wm)
+        got = ops.masked_linear(x, w, m)
+        err = float((ref - got).abs().max() / ref.abs().max())
+        if err > 1e-4:
+            raise AssertionError(f"masked_linear differs from the dense reference by {err:.2e}")
+
+        def run_ref():
+            torch.nn.functional.linear(x, wm)
+            sync()
+
+        def run_lshx():
+            ops.masked_linear(x, w, m)
+            sync()
+
+        ref_ms, lshx_ms = _time_ms(run_ref, 0.5), _time_ms(run_lshx, 0.5)
+        path = "csr" if ops.use_csr(x, w, m) else "dense"
+    return {"name": f"matmul {out_f}x{in_f} B={batch} d={density:g}", "ref_ms": ref_ms, "lshx_ms": lshx_ms,
+            "ratio": ref_ms / lshx_ms, "path": path, "max_rel_err": err, "device": device}
+
+
+def train_epoch_case(task: str, preset: str, density: float, batches: int, seed: int = 0) -> dict:
+    """ms per training batch of a masked model (density d) against the same model dense."""
+    from lshx.train import TrainConfig, Trainer
+
+    out = {"name": f"train {task} {preset} d={density:g} ({batches} batches)"}
+    for label, d in (("ref", 1.0), ("lshx", density)):
+        cfg = TrainConfig.from_preset(task, preset, epochs=2, max_batches=batches, seed=seed,
+                                      eval_max_batches=1, dst={"density": d})
+        tr = Trainer(cfg, quiet=True, progress=False)
+        tr.cfg.max_batches = 1
+        tr.train_epoch()  # warm up
+        tr.cfg.max_batches = batches
+        t0 = time.perf_counter()
+        tr.train_epoch()
+        out[f"{label}_ms"] = 1000 * (time.perf_counter() - t0) / batches
+    out["ratio"] = out["ref_ms"] / out["lshx_ms"]
+    return out

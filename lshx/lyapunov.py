@@ -27,6 +27,7 @@ STATES = ("h", "hc")
 PROPAGATE = ("J", "JT")
 IMPLS = ("fast", "reference")
 WARMUP_MODES = ("advance", "orthonormalize")
+QR_METHODS = ("householder", "cholqr2")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class LSConfig:
     seed: Optional[int] = None  # None: the first windows of the split; int: windows drawn by seed
     impl: str = "fast"
     reorth_every: int = 1  # QR every m steps (m > 1 trades accuracy for speed)
+    qr: str = "householder"  # or cholqr2: GEMM-bound for k << N, Householder when ill-conditioned
 
     def __post_init__(self) -> None:
         checks = [("state", STATES), ("propagate", PROPAGATE), ("impl", IMPLS), ("warmup_mode", WARMUP_MODES),
-                  ("log_base", ("e", "2"))]
+                  ("log_base", ("e", "2")), ("qr", QR_METHODS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; allowed: {', '.join(allowed)}")
@@ -268,6 +270,7 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
     W, T = cfg.warmup, tokens.shape[1] - cfg.warmup
     B = torch.eye(N, k, dtype=dtype).expand(K, N, k).contiguous()
     acc = torch.zeros(K, k, dtype=dtype)
+    qr = ops.cholqr2 if cfg.qr == "cholqr2" else ops.lyapunov_step
     for t in range(total):
         tok = tokens[:, t]
         if t < W and cfg.warmup_mode == "advance":
@@ -278,7 +281,7 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
         state = _detach(state)
         c = t - W
         if t < W or (c + 1) % cfg.reorth_every == 0 or c == T - 1:
-            B, logr = ops.lyapunov_step(JB.detach())
+            B, logr = qr(JB.detach())
             if t >= W:
                 acc += logr
         else:

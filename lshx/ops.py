@@ -69,6 +69,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it)."""
     if _native():
+        if use_csr(x, weight, mask):
+            return csr_linear(x, weight, csr_structure(mask), bias)
         return torch.ops.lshx.masked_linear(x, weight, mask, bias)
     return masked_linear_ref(x, weight, mask, bias)
 
@@ -165,3 +167,82 @@ if HAS_EXTENSION:
     def _(jb):
         K, N, k = jb.shape
         return jb.new_empty((K, N, k)), jb.new_empty((K, k))
+
+
+# ----------------------------------------------------------------------------- CSR path
+# Inference-only (no autograd) path for low-density masks on the CPU: chosen automatically
+# by masked_linear when no gradient is needed and the benchmark shows it faster
+# (benchmarks/RESULTS.md, `lshx bench matmul`).
+CSR_MAX_DENSITY = 0.2
+CSR_MIN_NUMEL = 1 << 20
+
+
+class CSRStructure:
+    """Row pointers, column indices and the flat positions of a mask's nonzeros."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        m = mask.to(torch.bool)
+        self.shape = tuple(m.shape)
+        flat = m.flatten().nonzero().squeeze(1)
+        self.gather = flat
+        self.col = (flat % m.shape[1]).to(torch.long)
+        counts = m.sum(1).to(torch.long)
+        self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.density = flat.numel() / max(m.numel(), 1)
+
+
+_csr_cache: dict = {}
+
+
+def csr_structure(mask: torch.Tensor) -> CSRStructure:
+    """Cached per mask object: the DST engine replaces masks at each topology update."""
+    import weakref
+
+    key = id(mask)
+    hit = _csr_cache.get(key)
+    if hit is not None and hit[0]() is mask and hit[1] == mask._version:
+        return hit[2]
+    s = CSRStructure(mask)
+    _csr_cache[key] = (weakref.ref(mask, lambda _, k=key: _csr_cache.pop(k, None)), mask._version, s)
+    return s
+
+
+def csr_linear_ref(x, crow, col, val, out_features, bias=None):
+    w = torch.sparse_csr_tensor(crow, col, val, (out_features, x.shape[-1])).to_dense()
+    return F.linear(x, w, bias)
+
+
+def csr_linear(x: torch.Tensor, weight: torch.Tensor, structure: CSRStructure,
+               bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x @ (weight restricted to the structure)^T + bias, no autograd."""
+    val = weight.detach().flatten()[structure.gather]
+    if _native():
+        return torch.ops.lshx.csr_linear(x, structure.crow, structure.col, val, bias)
+    return csr_linear_ref(x, structure.crow, structure.col, val, weight.shape[0], bias)
+
+
+def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if needs_grad or weight.device.type != "cpu" or weight.numel() < CSR_MIN_NUMEL:
+        return False
+    return csr_structure(mask).density <= CSR_MAX_DENSITY
+
+
+# ----------------------------------------------------------------------------- CholeskyQR2
+def cholqr2(jb: torch.Tensor):
+    """Q, log|diag R| by CholeskyQR2 (GEMM-bound for k << N; Householder when ill-conditioned)."""
+    if _native():
+        return torch.ops.lshx.cholqr2(jb)
+    return lyapunov_step_ref(jb)
+
+
+if HAS_EXTENSION:
+
+    @torch.library.register_fake("lshx::csr_linear")
+    def _(x, crow, col, val, bias):
+        return x.new_empty((*x.shape[:-1], crow.numel() - 1))
+
+    @torch.library.register_fake("lshx::cholqr2")
+    def _(a):
+        K, N, k = a.shape
+        return a.new_empty((K, N, k)), a.new_empty((K, k))

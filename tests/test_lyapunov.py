@@ -210,3 +210,11 @@ def test_bad_options():
         lyapunov_spectrum(m, torch.zeros(1, 5, dtype=torch.long), LSConfig(state="hc"))
     with pytest.raises(ConfigError):
         lyapunov_spectrum(m, torch.zeros(1, 5, dtype=torch.long), LSConfig(k=99))
+
+
+def test_cholqr2_spectrum_matches_householder():
+    m = _model("lstm", True)
+    tok = torch.randint(0, 50, (2, 14), generator=torch.Generator().manual_seed(9))
+    a = lyapunov_spectrum(m, tok, LSConfig(warmup=2, k=6)).spectrum
+    b = lyapunov_spectrum(m, tok, LSConfig(warmup=2, k=6, qr="cholqr2")).spectrum
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-8

@@ -100,3 +100,57 @@ def test_cuda_version_on_cpu_build():
     assert isinstance(ops.cuda_version(), int)
     if not torch.cuda.is_available():
         assert ops.cuda_version() in (-1,) or ops.cuda_version() > 0
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3])
+def test_csr_linear_against_dense(density):
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(40, 30, generator=g, dtype=torch.float64)
+    m = torch.rand(40, 30, generator=g) < density
+    m[3] = False  # an empty row
+    x = torch.randn(2, 5, 30, generator=g, dtype=torch.float64)
+    b = torch.randn(40, generator=g, dtype=torch.float64)
+    s = ops.csr_structure(m)
+    assert s.crow[-1] == int(m.sum()) and s.crow[4] == s.crow[3]
+    y = ops.csr_linear(x, w, s, b)
+    torch.testing.assert_close(y, x @ (w * m).t() + b)
+    val = w.flatten()[s.gather]
+    torch.library.opcheck(torch.ops.lshx.csr_linear.default, (x, s.crow, s.col, val, b))
+
+
+def test_csr_structure_is_cached_per_mask_object():
+    m = torch.rand(8, 8) < 0.5
+    assert ops.csr_structure(m) is ops.csr_structure(m)
+    m2 = m.clone()
+    assert ops.csr_structure(m2) is not ops.csr_structure(m)
+    m2[0, 0] = not bool(m2[0, 0])  # in-place change: rebuilt
+    assert ops.csr_structure(m2).crow[-1] == int(m2.sum())
+
+
+def test_masked_linear_picks_csr_for_sparse_inference(monkeypatch):
+    monkeypatch.setattr(ops, "CSR_MIN_NUMEL", 0)
+    w = torch.randn(30, 20)
+    m = torch.rand(30, 20) < 0.1
+    x = torch.randn(4, 20)
+    assert ops.use_csr(x, w, m)
+    with torch.no_grad():
+        torch.testing.assert_close(ops.masked_linear(x, w, m), x @ (w * m).t())
+    assert not ops.use_csr(x, w.requires_grad_(), m)  # training keeps the dense-gradient op
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_cholqr2_matches_householder(k):
+    a = torch.randn(3, 8, k, dtype=torch.float64)
+    q, logr = ops.cholqr2(a)
+    _, ref = ops.lyapunov_step(a)
+    torch.testing.assert_close(logr, ref)
+    torch.testing.assert_close(q.transpose(1, 2) @ q, torch.eye(k, dtype=torch.float64).expand(3, k, k))
+    torch.testing.assert_close(q @ (q.transpose(1, 2) @ a), a)
+
+
+def test_cholqr2_falls_back_when_ill_conditioned():
+    a = torch.randn(2, 10, 4, dtype=torch.float32)
+    a[:, :, 3] = a[:, :, 2] * (1 + 1e-7)  # numerically rank deficient: the Gram matrix is singular
+    q, logr = ops.cholqr2(a)
+    _, ref = ops.lyapunov_step(a)
+    torch.testing.assert_close(logr[:, :3], ref[:, :3])

@@ -72,7 +72,26 @@ static std::tuple<at::Tensor, at::Tensor> lyapunov_step_cuda(const at::Tensor& j
   return {std::get<0>(qr).contiguous(), out};
 }
 
+static at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
+                                  const at::Tensor& val, const c10::optional<at::Tensor>& bias) {
+  LSHX_CHECK_CUDA(x);
+  LSHX_CHECK_F32(x);
+  const int64_t out = crow.numel() - 1, in = x.size(-1);
+  auto x2 = x.reshape({-1, in}).contiguous();
+  auto y = at::empty({x2.size(0), out}, x.options());
+  const bool has_bias = bias.has_value() && bias->defined();
+  auto b = has_bias ? bias->contiguous() : at::Tensor();
+  LSHX_CUDA_OK(cuda::csr_linear(x2.data_ptr<float>(), crow.contiguous().data_ptr<int64_t>(),
+                                col.contiguous().data_ptr<int64_t>(), val.contiguous().data_ptr<float>(),
+                                has_bias ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(), x2.size(0), in, out,
+                                at::cuda::getCurrentCUDAStream()));
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  return y.reshape(sizes);
+}
+
 TORCH_LIBRARY_IMPL(lshx, CUDA, m) {
+  m.impl("csr_linear", &csr_linear_cuda);
   m.impl("masked_linear", &masked_linear_cuda);
   m.impl("masked_linear_backward", &masked_linear_backward_cuda);
   m.impl("row_combine", &row_combine_cuda);

@@ -1,0 +1,55 @@
+// CPU CSR path of the masked linear map, for low densities: y = x @ W^T + b with W (out x in)
+// in CSR form (crow, col, val). The structure is rebuilt by the caller at each topology
+// update; the values are gathered from the dense weight at each call.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../utils.h"
+
+namespace lshx {
+
+at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow_, const at::Tensor& col_,
+                          const at::Tensor& val_, const c10::optional<at::Tensor>& bias) {
+  LSHX_CHECK_CPU(x);
+  LSHX_CHECK_FLOAT(x);
+  TORCH_CHECK(crow_.scalar_type() == at::kLong && col_.scalar_type() == at::kLong, "csr_linear: int64 indices");
+  TORCH_CHECK(val_.scalar_type() == x.scalar_type(), "csr_linear: values and x dtypes differ");
+  const int64_t out = crow_.numel() - 1;
+  const int64_t in = x.size(-1);
+  auto x2 = x.reshape({-1, in});
+  const int64_t B = x2.size(0);
+  // x^T (in x B): each nonzero then reads one contiguous row of B values
+  auto xt = x2.t().contiguous();
+  auto crow = crow_.contiguous(), col = col_.contiguous(), val = val_.contiguous();
+  auto yt = at::empty({out, B}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "csr_linear_cpu", [&] {
+    const scalar_t* X = xt.data_ptr<scalar_t>();
+    const scalar_t* V = val.data_ptr<scalar_t>();
+    const int64_t* R = crow.data_ptr<int64_t>();
+    const int64_t* C = col.data_ptr<int64_t>();
+    scalar_t* Y = yt.data_ptr<scalar_t>();
+    at::parallel_for(0, out, 8, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        scalar_t* y = Y + o * B;
+        for (int64_t q = 0; q < B; ++q) y[q] = 0;
+        for (int64_t p = R[o]; p < R[o + 1]; ++p) {
+          const scalar_t v = V[p];
+          const scalar_t* xr = X + C[p] * B;
+          for (int64_t q = 0; q < B; ++q) y[q] += v * xr[q];
+        }
+      }
+    });
+  });
+  auto y = yt.t();
+  if (bias.has_value() && bias->defined()) y = y + *bias;
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  return y.contiguous().reshape(sizes);
+}
+
+TORCH_LIBRARY_IMPL(lshx, CPU, m) { m.impl("csr_linear", &csr_linear_cpu); }
+
+}  // namespace lshx
