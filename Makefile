@@ -18,8 +18,10 @@ $(STAMP): setup.py csrc/lshx.cpp $(wildcard csrc/cpu/*.cpp csrc/*.h)
 	$(BIN)/pip install -q --no-build-isolation -e .
 	touch $(STAMP)
 
+# a small real search end to end; rerunning it resumes (or prints the finished result)
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/lshx train ptb-lstm --preset small --epochs 2 --out runs/demo
+	$(BIN)/lshx search ptb-lstm --preset small --executor process --workers 2 \
+	  --db runs/demo.sqlite --name demo --resume
 
 # pytest exits 5 when it ran no test: that is a failure here, not a pass
 test: $(STAMP)

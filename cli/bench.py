@@ -18,21 +18,23 @@ def bench_group():
 @click.option("--samples", type=int, default=2, show_default=True)
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--no-reference", is_flag=True, help="Skip the autograd reference (slow at large sizes).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def ls_step_cmd(hidden, layers, k, samples, density, no_reference, as_json):
+def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, as_json):
     """One Lyapunov step (J.B + QR) per sample: fast against the autograd reference and the floor
     (the same GEMMs and QR timed alone)."""
     import torch
 
     from lshx.bench import format_table, ls_step_case
 
-    case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference)
+    case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference, device=device)
     case["threads"] = torch.get_num_threads()
     if as_json:
         echo_json({"cases": [case]})
     else:
-        click.echo(format_table([case], ["name", "ref_ms", "lshx_ms", "ratio", "floor_ms", "vs_floor",
-                                         "lshx_gflops", "sgemm_gflops", "geqrf_gflops", "threads"]))
+        click.echo(format_table([case], ["name", "ref_ms", "lshx_ms", "ratio", "ref_jb_ms", "lshx_jb_ms",
+                                         "jb_ratio", "floor_ms", "vs_floor", "lshx_gflops", "sgemm_gflops",
+                                         "geqrf_gflops", "threads"]))
 
 
 @bench_group.command("matmul")
@@ -58,12 +60,13 @@ def matmul_cmd(out_features, in_features, batch, densities, device, as_json):
 @click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--batches", type=int, default=20, show_default=True, help="Training batches timed.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def train_epoch_cmd(task, preset, density, batches, as_json):
+def train_epoch_cmd(task, preset, density, batches, device, as_json):
     """ms per training batch: the masked model against the same model dense."""
     from lshx.bench import format_table, train_epoch_case
 
-    cases = [train_epoch_case(task, preset, density, batches)]
+    cases = [train_epoch_case(task, preset, density, batches, device=device)]
     if as_json:
         echo_json({"cases": cases})
     else:

@@ -37,12 +37,16 @@ def _register() -> None:
     from lshx.cli.train import train_cmd
     from lshx.cli.ls_compute import ls_compute_cmd
     from lshx.cli.bench import bench_group
+    from lshx.cli.report import report_cmd
     from lshx.cli.search import search_cmd
+    from lshx.cli.study import study_group
 
     main.add_command(train_cmd)
     main.add_command(ls_compute_cmd)
     main.add_command(bench_group)
     main.add_command(search_cmd)
+    main.add_command(report_cmd)
+    main.add_command(study_group)
 
 
 _register()

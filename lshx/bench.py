@@ -26,7 +26,7 @@ def _time_ms(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
 
 
 def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 2, density: float = 0.33,
-                 reference: bool = True, seed: int = 0) -> dict:
+                 reference: bool = True, seed: int = 0, device: str = "cpu") -> dict:
     """ms per sample-step of the fast Lyapunov step against the autograd reference and the floor."""
     from lshx.sparse.config import DSTConfig
     from lshx.sparse.masking import Masking
@@ -35,23 +35,26 @@ def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 
     model = LSTMLM(100, hidden, hidden, layers, dropout=0.0)
     if density < 1:
         Masking(model, DSTConfig(density=density), 1, seed=seed)
-    model.eval()
+    model.eval().to(device)
     N = layers * hidden
     k = k or N
     cfg = LSConfig(samples=samples, k=k)
     fast = _FastLSTM(model, cfg)
-    tok = torch.randint(0, 100, (samples,))
+    tok = torch.randint(0, 100, (samples,), device=device)
     with torch.no_grad():
         state = model.step(tok, model.init_state(samples))[0]  # a non-trivial state
-    B = torch.linalg.qr(torch.randn(samples, N, k))[0].contiguous()
+    B = torch.linalg.qr(torch.randn(samples, N, k, device=device))[0].contiguous()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def run_fast():
         with torch.no_grad():
             _, jb = fast.tangent(state, tok, B)
-            return ops.lyapunov_step(jb)
+            out = ops.lyapunov_step(jb)
+            sync()
+            return out
 
     out = {"name": f"ls-step H={hidden} L={layers} k={k} K={samples}", "hidden": hidden, "layers": layers,
-           "k": k, "samples": samples, "density": density}
+           "k": k, "samples": samples, "density": density, "device": device}
     if reference:  # correctness before timing
         ref = _Reference(model, cfg)
         _, jb_ref = ref.tangent(state, tok, B)
@@ -65,17 +68,30 @@ def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 
             _, jb = ref.tangent(state, tok, B)
             return torch.linalg.qr(jb.detach())
 
+        def run_ref_jb():
+            return ref.tangent(state, tok, B)
+
         out["ref_ms"] = _time_ms(run_ref) / samples
+        out["ref_jb_ms"] = _time_ms(run_ref_jb) / samples
+
+    def run_fast_jb():
+        with torch.no_grad():
+            out = fast.tangent(state, tok, B)
+            sync()
+            return out
+
     out["lshx_ms"] = _time_ms(run_fast) / samples
+    out["lshx_jb_ms"] = _time_ms(run_fast_jb) / samples
     if reference:
         out["ratio"] = out["ref_ms"] / out["lshx_ms"]
+        out["jb_ratio"] = out["ref_jb_ms"] / out["lshx_jb_ms"]
     # floor: the same GEMMs and QR, measured alone in this run
     H = hidden
-    blocks = torch.randn(samples, H, H)
-    rhs = torch.randn(samples, H, k)
-    gemm_ms = _time_ms(lambda: torch.bmm(blocks, rhs))
-    qr_in = torch.randn(samples, N, k)
-    qr_ms = _time_ms(lambda: torch.linalg.qr(qr_in))
+    blocks = torch.randn(samples, H, H, device=device)
+    rhs = torch.randn(samples, H, k, device=device)
+    gemm_ms = _time_ms(lambda: (torch.bmm(blocks, rhs), sync()))
+    qr_in = torch.randn(samples, N, k, device=device)
+    qr_ms = _time_ms(lambda: (torch.linalg.qr(qr_in), sync()))
     n_gemm = 2 * layers - 1
     gemm_flop = 2.0 * H * H * k * samples
     qr_flop = (2.0 * N * k * k - 2.0 * k ** 3 / 3) * samples
@@ -133,20 +149,25 @@ def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str =
             "ratio": ref_ms / lshx_ms, "path": path, "max_rel_err": err, "device": device}
 
 
-def train_epoch_case(task: str, preset: str, density: float, batches: int, seed: int = 0) -> dict:
+def train_epoch_case(task: str, preset: str, density: float, batches: int, seed: int = 0,
+                     device: str = "cpu") -> dict:
     """ms per training batch of a masked model (density d) against the same model dense."""
     from lshx.train import TrainConfig, Trainer
 
-    out = {"name": f"train {task} {preset} d={density:g} ({batches} batches)"}
+    out = {"name": f"train {task} {preset} d={density:g} ({batches} batches)", "device": device}
     for label, d in (("ref", 1.0), ("lshx", density)):
         cfg = TrainConfig.from_preset(task, preset, epochs=2, max_batches=batches, seed=seed,
-                                      eval_max_batches=1, dst={"density": d})
+                                      eval_max_batches=1, device=device, dst={"density": d})
         tr = Trainer(cfg, quiet=True, progress=False)
         tr.cfg.max_batches = 1
         tr.train_epoch()  # warm up
         tr.cfg.max_batches = batches
+        if device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         tr.train_epoch()
+        if device == "cuda":
+            torch.cuda.synchronize()
         out[f"{label}_ms"] = 1000 * (time.perf_counter() - t0) / batches
     out["ratio"] = out["ref_ms"] / out["lshx_ms"]
     return out

@@ -175,14 +175,29 @@ class _FastLSTM:
     def __init__(self, model: LSTMLM, cfg: LSConfig) -> None:
         self.model, self.cfg = model, cfg
         self.L, self.H = model.num_layers, model.hidden_size
-        self.W = []
+        self.W, self.b = [], []
         for k in range(self.L):
-            w_ih, w_hh, _, _ = model.rnn.layer_weights(k)
+            w_ih, w_hh, b_ih, b_hh = model.rnn.layer_weights(k)
             self.W.append((ops.masked_weight(w_ih.detach(), model.masks.get(f"rnn.weight_ih_l{k}")),
                            ops.masked_weight(w_hh.detach(), model.masks.get(f"rnn.weight_hh_l{k}"))))
+            self.b.append((b_ih + b_hh).detach())
+        self.emb = ops.masked_weight(model.encoder.weight.detach(), model.masks.get("encoder.weight"))
+
+    def step(self, tok, state):
+        """model.step with the masked weights applied once, not at every timestep."""
+        h0, c0 = state
+        inp, hs, cs, info = F.embedding(tok, self.emb), [], [], []
+        for k in range(self.L):
+            w_ih, w_hh = self.W[k]
+            gates, c, h = self.model.rnn.cell(torch.addmm(self.b[k], inp, w_ih.t()) + h0[k] @ w_hh.t(), c0[k])
+            info.append((gates, c0[k], c))
+            hs.append(h)
+            cs.append(c)
+            inp = h
+        return (torch.stack(hs), torch.stack(cs)), info
 
     def advance(self, state, tok):
-        return self.model.step(tok, state)[0]
+        return self.step(tok, state)[0]
 
     def _apply(self, info, B: torch.Tensor) -> torch.Tensor:
         """J @ B walking the layers in order: layer k's tangent feeds layer k+1 at the same step."""
@@ -215,7 +230,7 @@ class _FastLSTM:
         return torch.cat(rows, dim=1)
 
     def tangent(self, state, tok, B):
-        new_state, info = self.model.step(tok, state)
+        new_state, info = self.step(tok, state)
         if self.cfg.propagate == "JT":
             N = B.size(1)
             eye = torch.eye(N, dtype=B.dtype, device=B.device).expand(B.size(0), N, N)
@@ -268,8 +283,9 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
     """
     K, total = tokens.shape
     W, T = cfg.warmup, tokens.shape[1] - cfg.warmup
-    B = torch.eye(N, k, dtype=dtype).expand(K, N, k).contiguous()
-    acc = torch.zeros(K, k, dtype=dtype)
+    device = tokens.device
+    B = torch.eye(N, k, dtype=dtype, device=device).expand(K, N, k).contiguous()
+    acc = torch.zeros(K, k, dtype=dtype, device=device)
     qr = ops.cholqr2 if cfg.qr == "cholqr2" else ops.lyapunov_step
     for t in range(total):
         tok = tokens[:, t]
@@ -304,6 +320,7 @@ def lyapunov_spectrum(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig) -> L
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
+    tokens = tokens.to(next(model.parameters()).device)
     try:
         with torch.set_grad_enabled(cfg.impl == "reference"):
             lam = run_spectrum(_stepper(model, cfg), model.init_state(K), tokens, N, k, cfg, dtype)
@@ -311,10 +328,10 @@ def lyapunov_spectrum(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig) -> L
         model.train(was_training)
     if cfg.log_base == "2":
         lam = lam / math.log(2.0)
-    lam = torch.sort(lam.double(), descending=True).values
+    lam = torch.sort(lam.double().cpu(), descending=True).values
     return LSResult(spectrum=lam.tolist(), max=float(lam.max()), mean=float(lam.mean()),
                     var=float(lam.var(unbiased=False)) if lam.numel() > 1 else 0.0,
-                    tokens=tokens.tolist(), config=asdict(cfg), wall_s=time.perf_counter() - t0)
+                    tokens=tokens.cpu().tolist(), config=asdict(cfg), wall_s=time.perf_counter() - t0)
 
 
 def _detach(state):

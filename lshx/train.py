@@ -44,6 +44,7 @@ class TrainConfig:
     max_batches: Optional[int] = None  # cap on training windows per epoch (smoke preset)
     eval_max_batches: Optional[int] = None
     asgd: bool = True  # allow the switch to SNT-ASGD
+    device: str = "cpu"
     dst: DSTConfig = field(default_factory=DSTConfig)
 
     @classmethod
@@ -83,10 +84,12 @@ class Trainer:
         self.cfg, self.quiet, self.show_progress = cfg, quiet, progress
         torch.manual_seed(cfg.seed)
         self.corpus = corpus or load_corpus(cfg.data)
-        self.model: MaskedLM = build_model({**cfg.model, "vocab_size": len(self.corpus.vocab)})
-        self.train_data = batchify(self.corpus.train, cfg.batch_size)
-        self.val_data = batchify(self.corpus.valid, cfg.eval_batch_size)
-        self.test_data = batchify(self.corpus.test, cfg.eval_batch_size)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
+        self.model: MaskedLM = build_model({**cfg.model, "vocab_size": len(self.corpus.vocab)}).to(cfg.device)
+        self.train_data = batchify(self.corpus.train, cfg.batch_size).to(cfg.device)
+        self.val_data = batchify(self.corpus.valid, cfg.eval_batch_size).to(cfg.device)
+        self.test_data = batchify(self.corpus.test, cfg.eval_batch_size).to(cfg.device)
         self.masking = Masking(self.model, cfg.dst, total_updates=self._planned_updates(), seed=cfg.seed) \
             if cfg.dst.sparse else None
         self.optimizer: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,

@@ -35,7 +35,7 @@ def main():
     head = "| model | " + " | ".join(f"val ppl e{i + 1}" for i in range(a.epochs)) + \
         " | test ppl | density | wall (s) |"
     print(head)
-    print("|" + "---|" * (a.epochs + 5))
+    print("|" + "---|" * (a.epochs + 4))
     for name, _, r in results:
         vals = " | ".join(f"{v:.1f}" for v in r["val_ppl"])
         print(f"| {name} | {vals} | {r['test_ppl']:.1f} | {r['density']:.4f} | {r['wall_s']:.0f} |")

@@ -32,7 +32,7 @@ class MaskedLM(nn.Module):
                 raise KeyError(f"mask for unknown parameter {name!r}")
             if m.shape != params[name].shape:
                 raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
-        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+        self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
 
     def mask(self, name: str) -> Optional[torch.Tensor]:
         return self.masks.get(name)

@@ -177,7 +177,9 @@ class Search:
                                        max_batches=c.max_batches, dst=dst)
 
     def ls_config(self) -> Optional[dict]:
-        if self.cfg.distance == "loss" or self.cfg.strategy == "full":
+        """Spectra are computed unless the distance is the loss (the full strategy keeps them
+        too, for correlation studies)."""
+        if self.cfg.distance == "loss":
             return None
         c = self.cfg
         return asdict(LSConfig(samples=c.ls_samples, steps=c.ls_steps, warmup=c.ls_warmup, k=c.ls_k))

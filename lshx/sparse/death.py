@@ -12,7 +12,7 @@ INF = float("inf")
 def _smallest(scores: torch.Tensor, n: int) -> torch.Tensor:
     """Flat indices of the n smallest finite scores (stable: ties go to the lower index)."""
     if n <= 0:
-        return torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.long, device=scores.device)
     return torch.sort(scores.flatten(), stable=True).indices[:n]
 
 

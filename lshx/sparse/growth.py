@@ -24,7 +24,7 @@ def random_growth(mask: torch.Tensor, n: int, ctx: GrowthContext) -> torch.Tenso
     free = (~flat).nonzero().squeeze(1)
     if n > free.numel():
         raise ValueError(f"cannot grow {n} connections into {free.numel()} free positions")
-    pick = free[torch.randperm(free.numel(), generator=ctx.generator)[:n]]
+    pick = free[torch.randperm(free.numel(), generator=ctx.generator)[:n].to(free.device)]
     out = flat.clone()
     out[pick] = True
     return out.view_as(mask)

@@ -1,0 +1,59 @@
+"""lshx study correlation: early LS distance and early perplexity against final test perplexity."""
+from __future__ import annotations
+
+import click
+
+from lshx.cli.options import echo_json
+from lshx.presets import PRESET_NAMES, TASKS
+
+
+@click.group("study")
+def study_group():
+    """Studies of the method itself."""
+
+
+@study_group.command("correlation")
+@click.argument("task", type=click.Choice(TASKS), default="ptb-lstm")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
+@click.option("--n", "n", type=int, default=12, show_default=True, help="Random configurations trained fully.")
+@click.option("--final-epochs", type=int, default=6, show_default=True)
+@click.option("--distance", type=click.Choice(["pca2", "raw"]), default="pca2", show_default=True)
+@click.option("--max-batches", type=int, default=None, help="Training windows per epoch [preset].")
+@click.option("--data", type=str, default=None)
+@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False), default="runs/study.sqlite", show_default=True)
+@click.option("--name", type=str, default=None)
+@click.option("--resume", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, executor, workers, db, name, resume,
+                    seed, as_json, quiet):
+    """Spearman rho(LS distance at epoch e, final test ppl) and rho(val ppl at e, final test
+    ppl) for each early epoch e, with 95% bootstrap intervals."""
+    from lshx.search.executors import make_executor
+    from lshx.search.lsh import SearchConfig
+    from lshx.study import correlation_study
+
+    cfg = SearchConfig.from_preset(task, preset, hpo="random", distance=distance, strategy="full", n=n,
+                                   final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches)
+    name = name or f"correlation-{task}-{preset}-n{n}-P{final_epochs}-{distance}-s{seed}"
+    ex = make_executor(executor, workers)
+    try:
+        res = correlation_study(cfg, db, ex, name, resume=resume, quiet=quiet)
+    finally:
+        ex.close()
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"{res['n']} configurations, {final_epochs} epochs (PTB-16%); Spearman rho with final test ppl:")
+    click.echo("epoch  LS distance [95% CI]        val ppl [95% CI]")
+
+    def fmt(r):
+        if r["rho"] is None:
+            return "n/a".ljust(26)
+        return f"{r['rho']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]".ljust(26)
+
+    for row in res["epochs"]:
+        click.echo(f"{row['epoch']:5d}  {fmt(row['ls_distance'])}  {fmt(row['val_ppl'])}")
