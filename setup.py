@@ -24,14 +24,17 @@ def want_cuda() -> bool:
 
 def extension():
     cpu_sources = ["csrc/lshx.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-std=c++17"]
+    # at::parallel_for is an inline OpenMP loop: without -fopenmp it silently runs serially
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    link = ["-fopenmp"]
     if want_cuda():
         sources = cpu_sources + sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu"))
         return CUDAExtension(
             "lshx._C", sources, define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_link_args=link,
         )
-    return CppExtension("lshx._C", cpu_sources, extra_compile_args={"cxx": cxx})
+    return CppExtension("lshx._C", cpu_sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
 setup(

@@ -69,10 +69,36 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it)."""
     if _native():
-        if use_csr(x, weight, mask):
-            return csr_linear(x, weight, csr_structure(mask), bias)
+        if not _needs_grad(x, weight, bias):  # inference: masked weight (or CSR values) cached
+            if use_csr(x, weight, mask):
+                return csr_linear(x, weight, mask, bias)
+            return F.linear(x, _cached_masked(weight, mask), bias)
         return torch.ops.lshx.masked_linear(x, weight, mask, bias)
     return masked_linear_ref(x, weight, mask, bias)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+_masked_cache: dict = {}
+
+
+def _cached_masked(weight: torch.Tensor, mask: torch.Tensor, kind: str = "dense", fn=None) -> torch.Tensor:
+    """weight * mask (or fn(weight, mask)) recomputed only when either tensor changed: the
+    version counters move with every in-place update (optimizer steps, topology updates)."""
+    import weakref
+
+    key = (kind, id(weight), id(mask))
+    hit = _masked_cache.get(key)
+    if hit is not None and hit[0]() is weight and hit[1]() is mask and hit[2] == (weight._version, mask._version):
+        return hit[3]
+    with torch.no_grad():
+        value = fn(weight, mask) if fn is not None else weight.detach() * mask.to(weight.dtype)
+    drop = (lambda _, k=key: _masked_cache.pop(k, None))
+    _masked_cache[key] = (weakref.ref(weight, drop), weakref.ref(mask, drop), (weight._version, mask._version),
+                          value)
+    return value
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor],
@@ -173,7 +199,7 @@ if HAS_EXTENSION:
 # Inference-only (no autograd) path for low-density masks on the CPU: chosen automatically
 # by masked_linear when no gradient is needed and the benchmark shows it faster
 # (benchmarks/RESULTS.md, `lshx bench matmul`).
-CSR_MAX_DENSITY = 0.2
+CSR_MAX_DENSITY = 0.12  # `lshx bench matmul`: CSR 1.38x dense at 0.1, 0.73x at 0.2 (6000x1500, B=20)
 CSR_MIN_NUMEL = 1 << 20
 
 
@@ -212,13 +238,15 @@ def csr_linear_ref(x, crow, col, val, out_features, bias=None):
     return F.linear(x, w, bias)
 
 
-def csr_linear(x: torch.Tensor, weight: torch.Tensor, structure: CSRStructure,
+def csr_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """x @ (weight restricted to the structure)^T + bias, no autograd."""
-    val = weight.detach().flatten()[structure.gather]
+    """x @ (weight * mask)^T + bias through the mask's CSR structure, no autograd. The
+    structure is cached per mask, the gathered values per (weight, mask) version."""
+    s = csr_structure(mask)
+    val = _cached_masked(weight, mask, "csr", lambda w, m: w.detach().flatten()[s.gather])
     if _native():
-        return torch.ops.lshx.csr_linear(x, structure.crow, structure.col, val, bias)
-    return csr_linear_ref(x, structure.crow, structure.col, val, weight.shape[0], bias)
+        return torch.ops.lshx.csr_linear(x, s.crow, s.col, val, bias)
+    return csr_linear_ref(x, s.crow, s.col, val, weight.shape[0], bias)
 
 
 def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:

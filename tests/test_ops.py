@@ -64,9 +64,11 @@ def test_masked_weight_straight_through():
 
 
 def test_masked_linear_bad_shapes():
-    x = torch.randn(2, 3)
-    with pytest.raises(RuntimeError, match="features"):
-        ops.masked_linear(x, torch.randn(4, 5), torch.ones(4, 5, dtype=torch.bool))
+    w, m = torch.randn(4, 5), torch.ones(4, 5, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="features"):  # the op (training path)
+        ops.masked_linear(torch.randn(2, 3, requires_grad=True), w, m)
+    with pytest.raises(RuntimeError):  # the cached inference path
+        ops.masked_linear(torch.randn(2, 3), w, m)
 
 
 @pytest.mark.parametrize("G,with_diag", [(4, False), (2, True)])
@@ -112,7 +114,7 @@ def test_csr_linear_against_dense(density):
     b = torch.randn(40, generator=g, dtype=torch.float64)
     s = ops.csr_structure(m)
     assert s.crow[-1] == int(m.sum()) and s.crow[4] == s.crow[3]
-    y = ops.csr_linear(x, w, s, b)
+    y = ops.csr_linear(x, w, m, b)
     torch.testing.assert_close(y, x @ (w * m).t() + b)
     val = w.flatten()[s.gather]
     torch.library.opcheck(torch.ops.lshx.csr_linear.default, (x, s.crow, s.col, val, b))
@@ -154,3 +156,16 @@ def test_cholqr2_falls_back_when_ill_conditioned():
     q, logr = ops.cholqr2(a)
     _, ref = ops.lyapunov_step(a)
     torch.testing.assert_close(logr[:, :3], ref[:, :3])
+
+
+def test_inference_cache_follows_in_place_updates():
+    w = torch.randn(6, 5)
+    m = torch.rand(6, 5) < 0.5
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        a = ops.masked_linear(x, w, m)
+        w.mul_(2)  # an optimizer step: the version counter moves, the cache is rebuilt
+        b = ops.masked_linear(x, w, m)
+        torch.testing.assert_close(b, 2 * a)
+        m[0] = ~m[0]  # an in-place topology change
+        torch.testing.assert_close(ops.masked_linear(x, w, m), x @ (w * m).t())
