@@ -211,7 +211,7 @@ class CSRStructure:
         self.shape = tuple(m.shape)
         flat = m.flatten().nonzero().squeeze(1)
         self.gather = flat
-        self.col = (flat % m.shape[1]).to(torch.long)
+        self.col = (flat % m.shape[1]).to(torch.int32 if m.shape[1] < 2 ** 31 else torch.long)
         counts = m.sum(1).to(torch.long)
         self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         self.density = flat.numel() / max(m.numel(), 1)

@@ -72,11 +72,12 @@ static std::tuple<at::Tensor, at::Tensor> lyapunov_step_cuda(const at::Tensor& j
   return {std::get<0>(qr).contiguous(), out};
 }
 
-static at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
+static at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col_,
                                   const at::Tensor& val, const c10::optional<at::Tensor>& bias) {
   LSHX_CHECK_CUDA(x);
   LSHX_CHECK_F32(x);
   const int64_t out = crow.numel() - 1, in = x.size(-1);
+  auto col = col_.to(at::kLong);  // the CUDA kernel reads int64 indices
   auto x2 = x.reshape({-1, in}).contiguous();
   auto y = at::empty({x2.size(0), out}, x.options());
   const bool has_bias = bias.has_value() && bias->defined();
