@@ -184,3 +184,10 @@ def test_loss_and_full_strategies(tiny_data, tmp_path):
     full = run_search(SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, strategy="full",
                                                n=3), tmp_path / "f.sqlite", SerialExecutor(threads=1), quiet=True)
     assert full["rounds"] == [] and full["train_epochs"] == 4 * 4  # 3 configs + dense, 4 epochs each
+
+
+@pytest.mark.parametrize("preset", ["smoke", "small", "paper"])
+def test_presets_compare_after_the_first_topology_update(preset):
+    # the DST settings act from the end of epoch 1: an elimination at epoch 1 compares
+    # candidates that differ only by their init
+    assert SearchConfig.from_preset("ptb-lstm", preset).e0 >= 2

@@ -1,13 +1,14 @@
 """What the LSTM and RHN language models share: masks by parameter name, state helpers."""
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 
-class MaskedLM(nn.Module):
+class MaskedLM(nn.Module, metaclass=ABCMeta):
     """A language model whose 2-D weights may be masked.
 
     Masks are kept outside the state_dict (whose keys stay nn.LSTM-compatible) in a dict
@@ -45,8 +46,10 @@ class MaskedLM(nn.Module):
                 params[name].mul_(m.to(params[name].dtype))
 
     @property
+    @abstractmethod
     def model_args(self) -> dict:
-        raise NotImplementedError  # every concrete model defines it
+        """The constructor arguments (with "arch"): build_model(model_args) rebuilds the model."""
 
+    @abstractmethod
     def state_size(self, state_kind: str = "h") -> int:
-        raise NotImplementedError  # every concrete model defines it
+        """N, the length of the state vector whose Lyapunov spectrum is computed."""

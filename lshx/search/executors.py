@@ -6,6 +6,7 @@ inputs (seeded), so the same search gives the same result on every executor.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Callable, Iterable, Iterator, List, Optional
@@ -15,12 +16,12 @@ from lshx.errors import ConfigError
 EXECUTORS = ("serial", "process", "ray")
 
 
-class Executor:
+class Executor(ABC):
     threads_per_job: Optional[int] = None
 
+    @abstractmethod
     def map(self, fn: Callable, jobs: List[dict]) -> Iterator:
-        """Yields results in the order of `jobs` as they complete in order."""
-        raise NotImplementedError  # each executor defines it
+        """Yields fn(job) for every job, in the order of `jobs`."""
 
     def close(self) -> None:
         pass

@@ -7,6 +7,7 @@ state and a resumed search proposes exactly what the first run proposed.
 from __future__ import annotations
 
 import datetime
+from abc import ABC, abstractmethod
 import math
 import random
 from typing import List, Sequence, Set, Tuple
@@ -18,9 +19,10 @@ HPOS = ("tpe", "atpe", "grid", "random", "optuna")
 History = Sequence[Tuple[dict, float]]
 
 
-class Proposer:
+class Proposer(ABC):
+    @abstractmethod
     def propose(self, history: History, n: int, exclude: Set[str], round_seed: int) -> List[dict]:
-        raise NotImplementedError  # subclasses define how they propose
+        """n new configs, none of whose hashes is in `exclude`."""
 
 
 def _fill_distinct(cands: List[dict], n: int, exclude: Set[str], rng: random.Random) -> List[dict]:

@@ -40,7 +40,7 @@ STRATEGIES = ("lsh", "full")
 SEARCH_PRESETS = {
     # e0 >= 2: the DST settings act from the first topology update (end of epoch 1) on
     "smoke": {"n": 6, "e0": 2, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 8, "ls_warmup": 2},
-    "small": {"n": 8, "e0": 1, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10,
+    "small": {"n": 8, "e0": 2, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10,
               "max_batches": 80},
     "paper": {"n": 40, "e0": 3, "ei": 3, "final_epochs": 100, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10},
 }
