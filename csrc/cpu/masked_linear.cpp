@@ -29,27 +29,14 @@ at::Tensor masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   LSHX_CHECK_CPU(x);
   LSHX_CHECK_FLOAT(weight);
   LSHX_CHECK_DIM(weight, 2);
-  TORCH_CHECK(x.size(-1) == weight.size(1), "masked_linear: x has ", x.size(-1),
-              " features, weight expects ", weight.size(1));
   TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "masked_linear: x and weight dtypes differ");
-  auto we = apply_mask_cpu(weight, mask);
-  auto x2 = x.reshape({-1, weight.size(1)});
-  at::Tensor y = bias.has_value() && bias->defined() ? at::addmm(*bias, x2, we.t()) : at::mm(x2, we.t());
-  auto sizes = x.sizes().vec();
-  sizes.back() = weight.size(0);
-  return y.reshape(sizes);
+  return linear_masked(x, apply_mask_cpu(weight, mask), bias);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
     bool has_bias) {
-  auto we = apply_mask_cpu(weight, mask);
-  auto g2 = grad.reshape({-1, weight.size(0)});
-  auto x2 = x.reshape({-1, weight.size(1)});
-  auto grad_x = at::mm(g2, we).reshape(x.sizes());
-  auto grad_w = at::mm(g2.t(), x2);  // dense weight gradient, on purpose
-  auto grad_b = has_bias ? g2.sum(0) : at::Tensor();
-  return {grad_x, grad_w, grad_b};
+  return linear_masked_backward(grad, x, apply_mask_cpu(weight, mask), has_bias);
 }
 
 TORCH_LIBRARY_IMPL(lshx, CPU, m) {

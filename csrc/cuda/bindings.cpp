@@ -29,22 +29,13 @@ static at::Tensor apply_mask_cuda(const at::Tensor& weight, const at::Tensor& ma
 static at::Tensor masked_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
                                      const c10::optional<at::Tensor>& bias) {
   LSHX_CHECK_CUDA(x);
-  TORCH_CHECK(x.size(-1) == weight.size(1), "masked_linear: feature mismatch");
-  auto we = apply_mask_cuda(weight, mask);
-  auto x2 = x.reshape({-1, weight.size(1)});
-  at::Tensor y = bias.has_value() && bias->defined() ? at::addmm(*bias, x2, we.t()) : at::mm(x2, we.t());
-  auto sizes = x.sizes().vec();
-  sizes.back() = weight.size(0);
-  return y.reshape(sizes);
+  return linear_masked(x, apply_mask_cuda(weight, mask), bias);
 }
 
 static std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
     bool has_bias) {
-  auto we = apply_mask_cuda(weight, mask);
-  auto g2 = grad.reshape({-1, weight.size(0)});
-  auto x2 = x.reshape({-1, weight.size(1)});
-  return {at::mm(g2, we).reshape(x.sizes()), at::mm(g2.t(), x2), has_bias ? g2.sum(0) : at::Tensor()};
+  return linear_masked_backward(grad, x, apply_mask_cuda(weight, mask), has_bias);
 }
 
 static at::Tensor row_combine_cuda(const at::Tensor& w_, const at::Tensor& coef_, const at::Tensor& diag_) {
