@@ -14,7 +14,7 @@ $(STAMP): setup.py csrc/lshx.cpp $(wildcard csrc/cpu/*.cpp csrc/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 $(TORCH_INDEX)
-	$(BIN)/pip install -q numpy scikit-learn hyperopt==0.3.0 lightgbm click matplotlib pybind11 ninja pytest setuptools wheel
+	$(BIN)/pip install -q numpy scikit-learn hyperopt==0.3.0 lightgbm click matplotlib optuna pybind11 ninja pytest setuptools wheel
 	$(BIN)/pip install -q --no-build-isolation -e .
 	touch $(STAMP)
 

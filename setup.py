@@ -55,6 +55,7 @@ setup(
         "click>=8.1",
         "matplotlib>=3.7",
     ],
-    extras_require={"ray": ["ray[default]>=2.9"], "test": ["pytest>=7"]},
+    # optuna: the --hpo optuna backend; ray: --executor ray
+    extras_require={"ray": ["ray[default]>=2.9"], "optuna": ["optuna>=3.4"], "test": ["pytest>=7"]},
     entry_points={"console_scripts": ["lshx=lshx.cli.main:main"]},
 )

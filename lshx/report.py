@@ -74,7 +74,7 @@ def make_report(db_path: str | Path, out_dir: str | Path, name: Optional[str] = 
             ax.set_title(_label(cands[c]), fontsize=8)
             ax.set_xlabel("exponent index i")
             ax.legend(fontsize=7)
-        np.atleast_1d(axes)[0].set_ylabel("λ_i")
+        np.atleast_1d(axes)[0].set_ylabel(r"$\lambda_i$")
         fig.suptitle("Lyapunov spectra (PTB-16%)", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / "ls_curves.png", dpi=110)

@@ -59,14 +59,17 @@ def test_distances_raw_pca2_loss():
     assert p[1] <= raw[1] + 1e-12 and p[2] <= raw[2] + 1e-12
 
 
-def test_proposers_skip_tried_configs():
-    for hpo in ("tpe", "random", "grid"):
-        p = make_proposer(hpo, "ptb-lstm")
-        first = p.propose([], 5, set(), 1)
-        hist = [(c, float(i)) for i, c in enumerate(first)]
-        more = p.propose(hist, 4, {config_hash(c) for c in first}, 2)
-        assert len(more) == 4
-        assert not {config_hash(c) for c in more} & {config_hash(c) for c in first}
+@pytest.mark.parametrize("hpo", ["tpe", "atpe", "random", "grid", "optuna"])
+def test_proposers_skip_tried_configs_and_are_seeded(hpo):
+    if hpo == "optuna":
+        pytest.importorskip("optuna")
+    p = make_proposer(hpo, "ptb-lstm")
+    first = p.propose([], 5, set(), 1)
+    hist = [(c, float(i)) for i, c in enumerate(first)]
+    more = p.propose(hist, 4, {config_hash(c) for c in first}, 2)
+    assert len(more) == 4
+    assert not {config_hash(c) for c in more} & {config_hash(c) for c in first}
+    assert p.propose(hist, 4, {config_hash(c) for c in first}, 2) == more  # same seed, same proposals
 
 
 def _search_args(tiny_data, db, *extra):
