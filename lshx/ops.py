@@ -165,7 +165,7 @@ def row_combine_ref(w, coef, diag=None):
 
 def lyapunov_step_ref(jb):
     q, r = torch.linalg.qr(jb, mode="reduced")
-    return q, r.diagonal(dim1=-2, dim2=-1).abs().log()
+    return q, r.diagonal(dim1=-2, dim2=-1).abs().clamp_min(torch.finfo(jb.dtype).tiny).log()
 
 
 def row_combine(w: torch.Tensor, coef: torch.Tensor, diag: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -218,3 +218,16 @@ def test_cholqr2_spectrum_matches_householder():
     a = lyapunov_spectrum(m, tok, LSConfig(warmup=2, k=6)).spectrum
     b = lyapunov_spectrum(m, tok, LSConfig(warmup=2, k=6, qr="cholqr2")).spectrum
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-8
+
+
+def test_collapsed_layer_gives_finite_floor_exponents():
+    """A layer whose weights are all pruned annihilates its directions: log|R_ii| is floored
+    at log(tiny) instead of -inf, so the spectrum stays finite (and is not 'diverged')."""
+    m = _model("lstm", True, torch.float32)
+    m.masks["rnn.weight_ih_l1"] = torch.zeros_like(m.masks["rnn.weight_ih_l1"])
+    m.masks["rnn.weight_hh_l1"] = torch.zeros_like(m.masks["rnn.weight_hh_l1"])
+    tok = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(10))
+    spec = lyapunov_spectrum(m, tok, LSConfig(warmup=2)).spectrum
+    assert all(math.isfinite(v) for v in spec)
+    floor = math.log(torch.finfo(torch.float32).tiny)
+    assert sum(1 for v in spec if v == pytest.approx(floor)) == 12  # the second layer's 12 units

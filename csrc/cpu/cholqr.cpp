@@ -3,9 +3,15 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "../utils.h"
 
 namespace lshx {
+
+static double tiny_of(const at::Tensor& a) {  // as lyapunov_step: log|R_ii| floored, never -inf
+  return a.scalar_type() == at::kDouble ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
+}
 
 static std::tuple<at::Tensor, at::Tensor, bool> chol_pass(const at::Tensor& a) {
   auto g = at::matmul(a.transpose(-2, -1), a);  // k x k Gram matrices
@@ -26,12 +32,12 @@ std::tuple<at::Tensor, at::Tensor> cholqr2(const at::Tensor& a) {
     ok = std::get<2>(p2);
     if (ok) {
       auto r = at::matmul(std::get<1>(p2), std::get<1>(p1));
-      auto logr = r.diagonal(0, -2, -1).abs().log();
+      auto logr = r.diagonal(0, -2, -1).abs().clamp_min(tiny_of(a)).log();
       if (logr.isfinite().all().item<bool>()) return {std::get<0>(p2).contiguous(), logr};
     }
   }
   auto qr = at::linalg_qr(a, "reduced");  // ill-conditioned: Householder
-  return {std::get<0>(qr).contiguous(), std::get<1>(qr).diagonal(0, -2, -1).abs().log()};
+  return {std::get<0>(qr).contiguous(), std::get<1>(qr).diagonal(0, -2, -1).abs().clamp_min(tiny_of(a)).log()};
 }
 
 TORCH_LIBRARY_IMPL(lshx, CompositeExplicitAutograd, m) { m.impl("cholqr2", &cholqr2); }

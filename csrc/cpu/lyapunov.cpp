@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "../utils.h"
 
 namespace lshx {
@@ -51,7 +53,11 @@ std::tuple<at::Tensor, at::Tensor> lyapunov_step_cpu(const at::Tensor& jb) {
   LSHX_CHECK_DIM(jb, 3);
   TORCH_CHECK(jb.size(2) <= jb.size(1), "lyapunov_step: k must not exceed N");
   auto qr = at::linalg_qr(jb, "reduced");
-  auto logr = std::get<1>(qr).diagonal(0, -2, -1).abs().log();
+  // |R_ii| = 0 (a direction annihilated, e.g. a layer whose weights were all pruned) gives the
+  // smallest finite log instead of -inf: the exponent is very negative, not undefined.
+  const double tiny = jb.scalar_type() == at::kDouble ? std::numeric_limits<double>::min()
+                                                      : std::numeric_limits<float>::min();
+  auto logr = std::get<1>(qr).diagonal(0, -2, -1).abs().clamp_min(tiny).log();
   return {std::get<0>(qr).contiguous(), logr};  // LAPACK gives column-major Q
 }
 

@@ -1,6 +1,8 @@
 // CUDA kernels of the Lyapunov step: Jacobian blocks from gate-scaled weight rows and log|diag R|.
 #include <cuda_runtime.h>
 
+#include <cfloat>
+
 #include "kernels.h"
 
 namespace lshx {
@@ -28,7 +30,7 @@ __global__ void log_abs_diag_kernel(const float* __restrict__ r, float* __restri
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
     const int64_t s = idx / k, j = idx % k;
-    out[idx] = logf(fabsf(r[(s * k + j) * k + j]));
+    out[idx] = logf(fmaxf(fabsf(r[(s * k + j) * k + j]), FLT_MIN));  // never -inf, as on the CPU
   }
 }
 

@@ -63,6 +63,7 @@ def advance(job: dict) -> dict:
         r = trainer.run_epoch(best_path=best, after_validation=measure)
         trained += 1
         spectrum = spec.get("spectrum")
+        # NaN or +inf is divergence; a collapsed layer gives finite, very negative exponents
         diverged = trainer.diverged or (spectrum is not None and not all(math.isfinite(v) for v in spectrum))
         evals.append({"epoch": trainer.epoch, "val_ppl": r["val_ppl"], "spectrum": spectrum, "diverged": diverged,
                       "seconds": time.perf_counter() - t0, "created": time.time(), "pid": os.getpid()})
