@@ -133,8 +133,9 @@ def make_report(db_path: str | Path, out_dir: str | Path, name: Optional[str] = 
     rho = None
     if rounds:
         r0 = rounds[0]
-        xs = [r0["distances"][c] for c in r0["alive"] if math.isfinite(r0["distances"][c])]
-        ys = [best_val(c) for c in r0["alive"] if math.isfinite(r0["distances"][c])]
+        compared = sorted(r0["distances"])  # every candidate alive at the first elimination
+        xs = [r0["distances"][c] for c in compared if math.isfinite(r0["distances"][c])]
+        ys = [best_val(c) for c in compared if math.isfinite(r0["distances"][c])]
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.scatter(xs, ys)
         if len(xs) >= 3:

@@ -89,7 +89,9 @@ def test_smoke_search_and_json(tiny_data, tmp_path):
     assert res["train_epochs"] == 3 * 2 + 2 * 3 + 2 * 4 + 4
     assert res["selection_epochs_table3"] == 6 * 2 + 4 * 1
     db = RunDB(tmp_path / "s.sqlite")
-    assert len(db.rounds(res["name"])) == len(res["rounds"])
+    stored = db.rounds(res["name"])
+    assert len(stored) == len(res["rounds"])
+    assert [x["alive"] for x in stored] == [x["alive"] for x in res["rounds"]]  # before elimination
     statuses = {c["status"] for c in db.candidates(res["name"])}
     assert {"eliminated", "best"} <= statuses
 

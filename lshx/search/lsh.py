@@ -267,7 +267,8 @@ class Search:
             dist = distances(c.distance, dense_ev, cand_ev, epoch, alive)
             keep = math.ceil(len(alive) / 2)
             if r in stored:  # replay the recorded decision
-                survivors, gone, inserted_ids = stored[r]["alive"], stored[r]["eliminated"], stored[r]["inserted"]
+                gone, inserted_ids = stored[r]["eliminated"], stored[r]["inserted"]
+                survivors = sorted(set(alive) - set(gone))
             else:
                 survivors, gone = eliminate(dist, keep)
                 inserted_ids = []
@@ -280,7 +281,7 @@ class Search:
                     for j, cfg in enumerate(new):
                         self.add(next_id + j, cfg, "inserted", r)
                         inserted_ids.append(next_id + j)
-                self.db.put_round(self.name, r, epoch, survivors, gone, inserted_ids, dist)
+                self.db.put_round(self.name, r, epoch, alive, gone, inserted_ids, dist)
             for g in gone:
                 self.db.set_status(self.name, g, "eliminated")
             finite = [d for d in dist.values() if math.isfinite(d)]
