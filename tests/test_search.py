@@ -196,3 +196,15 @@ def test_presets_compare_after_the_first_topology_update(preset):
     # the DST settings act from the end of epoch 1: an elimination at epoch 1 compares
     # candidates that differ only by their init
     assert SearchConfig.from_preset("ptb-lstm", preset).e0 >= 2
+
+
+def test_ray_executor_agrees_with_serial(tiny_data, tmp_path):
+    pytest.importorskip("ray")  # optional extra: pip install -e '.[ray]'
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    a = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
+    ex = make_executor("ray", 2)
+    try:
+        b = run_search(cfg, tmp_path / "b.sqlite", ex, quiet=True)
+    finally:
+        ex.close()
+    assert a["best"]["config"] == b["best"]["config"] and a["rounds"] == b["rounds"]
