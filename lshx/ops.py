@@ -94,7 +94,7 @@ def _cached_masked(weight: torch.Tensor, mask: torch.Tensor, kind: str = "dense"
     if hit is not None and hit[0]() is weight and hit[1]() is mask and hit[2] == (weight._version, mask._version):
         return hit[3]
     with torch.no_grad():
-        value = fn(weight, mask) if fn is not None else weight.detach() * mask.to(weight.dtype)
+        value = fn(weight, mask) if fn is not None else weight.detach() * mask_as(mask, weight.dtype)
     drop = (lambda _, k=key: _masked_cache.pop(k, None))
     _masked_cache[key] = (weakref.ref(weight, drop), weakref.ref(mask, drop), (weight._version, mask._version),
                           value)
@@ -107,13 +107,32 @@ def linear(x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor],
     return F.linear(x, weight, bias) if mask is None else masked_linear(x, weight, mask, bias)
 
 
+_mask_cache: dict = {}
+
+
+def mask_as(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The mask as a 0/1 tensor of `dtype`, cached per mask object and version: multiplying
+    by it is ~7x faster than by a bool mask (measured: 0.66 ms against 5 ms, 1.6M weights)."""
+    import weakref
+
+    if mask.dtype == dtype:
+        return mask
+    key = (id(mask), dtype)
+    hit = _mask_cache.get(key)
+    if hit is not None and hit[0]() is mask and hit[1] == mask._version:
+        return hit[2]
+    value = mask.to(dtype)
+    _mask_cache[key] = (weakref.ref(mask, lambda _, k=key: _mask_cache.pop(k, None)), mask._version, value)
+    return value
+
+
 class _MaskedWeight(torch.autograd.Function):
     """weight * mask whose backward passes the gradient through unmasked (straight-through),
     so a weight used many times (a recurrence) gets the same dense gradient as masked_linear."""
 
     @staticmethod
     def forward(ctx, weight, mask):
-        return weight * mask.to(weight.dtype)
+        return weight * mask_as(mask, weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -125,7 +144,7 @@ def masked_weight(weight: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.T
     if mask is None:
         return weight
     if not weight.requires_grad or not torch.is_grad_enabled():
-        return weight * mask.to(weight.dtype)
+        return weight * mask_as(mask, weight.dtype)
     return _MaskedWeight.apply(weight, mask)
 
 

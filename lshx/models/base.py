@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from lshx.ops import mask_as
+
 
 class MaskedLM(nn.Module, metaclass=ABCMeta):
     """A language model whose 2-D weights may be masked.
@@ -43,7 +45,7 @@ class MaskedLM(nn.Module, metaclass=ABCMeta):
         params = dict(self.named_parameters())
         with torch.no_grad():
             for name, m in self.masks.items():
-                params[name].mul_(m.to(params[name].dtype))
+                params[name].mul_(mask_as(m, params[name].dtype))
 
     @property
     @abstractmethod

@@ -8,6 +8,7 @@ from typing import Dict, Optional
 import torch
 
 from lshx.models.base import MaskedLM
+from lshx.ops import mask_as
 from lshx.sparse import death as D
 from lshx.sparse.config import DSTConfig
 from lshx.sparse.densities import allocate, layer_counts, random_mask
@@ -62,7 +63,7 @@ class Masking:
             for n, m in self.masks.items():
                 g = self.params[n].grad
                 if g is not None:
-                    g.mul_(m.to(g.dtype))
+                    g.mul_(mask_as(m, g.dtype))
 
     def step(self, optimizer: torch.optim.Optimizer) -> bool:
         """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
@@ -70,8 +71,12 @@ class Masking:
         self.mask_grads()
         optimizer.step()
         self.model.apply_masks_()
-        for n, m in self.masks.items():  # averages, step counts, momenta: nothing lives outside the mask
-            reset_optimizer_state(optimizer, self.params[n], ~m)
+        if optimizer.state:  # averages, step counts, momenta: nothing lives outside the mask
+            with torch.no_grad():
+                for n, m in self.masks.items():
+                    for buf in optimizer.state.get(self.params[n], {}).values():
+                        if torch.is_tensor(buf) and buf.shape == m.shape:
+                            buf.mul_(mask_as(m, buf.dtype))
         self.steps += 1
         if self.cfg.update_every and self.steps % self.cfg.update_every == 0:
             self.update_topology(optimizer)
