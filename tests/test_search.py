@@ -169,10 +169,13 @@ def test_resume_refuses_other_options_and_existing_name(tiny_data, tmp_path):
         run_search(other, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", resume=True, quiet=True)
 
 
-def test_serial_and_process_executors_agree(tiny_data, tmp_path):
+@pytest.mark.parametrize("kind", ["process", "ray"])
+def test_other_executors_agree_with_serial(tiny_data, tmp_path, kind):
+    if kind == "ray":
+        pytest.importorskip("ray")  # optional extra: pip install -e '.[ray]'
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
     a = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
-    ex = make_executor("process", 2)
+    ex = make_executor(kind, 2)
     try:
         b = run_search(cfg, tmp_path / "b.sqlite", ex, quiet=True)
     finally:
@@ -197,14 +200,3 @@ def test_presets_compare_after_the_first_topology_update(preset):
     # candidates that differ only by their init
     assert SearchConfig.from_preset("ptb-lstm", preset).e0 >= 2
 
-
-def test_ray_executor_agrees_with_serial(tiny_data, tmp_path):
-    pytest.importorskip("ray")  # optional extra: pip install -e '.[ray]'
-    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
-    a = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
-    ex = make_executor("ray", 2)
-    try:
-        b = run_search(cfg, tmp_path / "b.sqlite", ex, quiet=True)
-    finally:
-        ex.close()
-    assert a["best"]["config"] == b["best"]["config"] and a["rounds"] == b["rounds"]
