@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lshx import ops
 from lshx.errors import ConfigError
-from lshx.models import LSTMLM, RHNLM, MaskedLM
+from lshx.models import LSTMLM, RHNLM, MaskedLM, detach_state
 
 STATES = ("h", "hc")
 PROPAGATE = ("J", "JT")
@@ -294,7 +294,7 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
                 state = stepper.advance(state, tok)
             continue
         state, JB = stepper.tangent(state, tok, B)
-        state = _detach(state)
+        state = detach_state(state)
         c = t - W
         if t < W or (c + 1) % cfg.reorth_every == 0 or c == T - 1:
             B, logr = qr(JB.detach())
@@ -332,7 +332,3 @@ def lyapunov_spectrum(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig) -> L
     return LSResult(spectrum=lam.tolist(), max=float(lam.max()), mean=float(lam.mean()),
                     var=float(lam.var(unbiased=False)) if lam.numel() > 1 else 0.0,
                     tokens=tokens.cpu().tolist(), config=asdict(cfg), wall_s=time.perf_counter() - t0)
-
-
-def _detach(state):
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()

@@ -18,7 +18,7 @@ import lshx
 from lshx.checkpoint import load_checkpoint, save_atomic
 from lshx.data import Corpus, Vocab, batchify, bptt_windows, load_corpus, num_windows
 from lshx.errors import ConfigError
-from lshx.models import MaskedLM, build_model
+from lshx.models import MaskedLM, build_model, detach_state
 from lshx.optim import SparseASGD
 from lshx.presets import get_preset
 from lshx.progress import Progress, log
@@ -117,7 +117,7 @@ class Trainer:
         bar = Progress(num_windows(self.train_data, c.bptt, c.max_batches), f"epoch {self.epoch + 1}",
                        enabled=None if self.show_progress is None else self.show_progress)
         for x, y in bptt_windows(self.train_data, c.bptt, c.max_batches):
-            state = _detach(state)
+            state = detach_state(state)
             self.optimizer.zero_grad(set_to_none=True)
             logits, state = model(x, state)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -257,12 +257,6 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         if "rng" in ckpt:
             torch.set_rng_state(ckpt["rng"])
-
-
-def _detach(state):
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
 
 
 def load_model(path) -> tuple:

@@ -55,3 +55,8 @@ class MaskedLM(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def state_size(self, state_kind: str = "h") -> int:
         """N, the length of the state vector whose Lyapunov spectrum is computed."""
+
+
+def detach_state(state):
+    """Detaches a model state: an LSTM's (h, c) tuple or an RHN's single tensor."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
