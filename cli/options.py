@@ -32,7 +32,7 @@ def dst_overrides(**kw) -> dict:
 
 
 def _clean(obj):
-    """JSON with NaN/inf as null-free strings is not valid JSON: map them to None."""
+    """NaN and inf are not valid JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):

@@ -202,8 +202,9 @@ class Search:
     def advance(self, cids: List[int], target: int, what: str) -> None:
         """Brings candidates to `target` epochs (skipping what is done) and stores their evals."""
         cands = {c["cid"]: c for c in self.db.candidates(self.name)}
-        todo = [cands[c] for c in cids if max(self.evals(cands[c]), default=0) < target
-                and not any(e["diverged"] for e in self.evals(cands[c]).values())]
+        evs = {c: self.evals(cands[c]) for c in cids}  # one DB query per candidate
+        todo = [cands[c] for c in cids if max(evs[c], default=0) < target
+                and not any(e["diverged"] for e in evs[c].values())]
         for c in cids:
             self.train_epochs_used[c] = max(self.train_epochs_used.get(c, 0), target)
         if not todo:
