@@ -43,12 +43,15 @@ def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, as_js
 @click.option("--batch", type=int, default=20, show_default=True)
 @click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--train", is_flag=True, help="Forward and backward instead of inference.")
+@click.option("--path", type=click.Choice(["auto", "csr", "dense"]), default="auto", show_default=True,
+              help="lshx's path: what masked_linear picks, or forced.")
 @click.option("--json", "as_json", is_flag=True)
-def matmul_cmd(out_features, in_features, batch, densities, device, as_json):
-    """Masked linear map (inference): dense GEMM on the masked weight against lshx's path."""
+def matmul_cmd(out_features, in_features, batch, densities, device, train, path, as_json):
+    """Masked linear map: dense GEMM on the masked weight against lshx's path."""
     from lshx.bench import format_table, matmul_case
 
-    cases = [matmul_case(out_features, in_features, batch, d, device) for d in densities]
+    cases = [matmul_case(out_features, in_features, batch, d, device, train=train, path=path) for d in densities]
     if as_json:
         echo_json({"cases": cases})
     else:

@@ -39,6 +39,10 @@ TORCH_LIBRARY(lshx, m) {
   m.def("lyapunov_step(Tensor jb) -> (Tensor, Tensor)");
   // y = x @ W^T + bias with W (out x in) given in CSR form: low-density inference path.
   m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
+  // Its backward: grad_x through W^T in CSR form (tcrow, tcol; values val[tperm]) and the
+  // dense (out x in) weight gradient computed at the nonzeros only, zero elsewhere (no GEMM).
+  m.def("csr_linear_backward(Tensor grad, Tensor x, Tensor crow, Tensor col, Tensor val, Tensor tcrow,"
+        " Tensor tcol, Tensor tperm) -> (Tensor, Tensor)");
   // Q and log|diag R| by CholeskyQR2 (two Cholesky passes on the Gram matrix): for tall
   // skinny blocks (k << N) it is GEMM-bound. Falls back to Householder when the Gram
   // matrix is not numerically positive definite.

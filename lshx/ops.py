@@ -69,9 +69,9 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it)."""
     if _native():
-        if not _needs_grad(x, weight, bias):  # inference: masked weight (or CSR values) cached
-            if use_csr(x, weight, mask):
-                return csr_linear(x, weight, mask, bias)
+        if use_csr(x, weight, mask):
+            return csr_linear(x, weight, mask, bias)
+        if not _needs_grad(x, weight, bias):  # inference: the masked weight is cached
             return F.linear(x, _cached_masked(weight, mask), bias)
         return torch.ops.lshx.masked_linear(x, weight, mask, bias)
     return masked_linear_ref(x, weight, mask, bias)
@@ -212,25 +212,45 @@ if HAS_EXTENSION:
 
 
 # ----------------------------------------------------------------------------- CSR path
-# Inference-only (no autograd) path for low-density masks on the CPU: chosen automatically
-# by masked_linear when no gradient is needed and the benchmark shows it faster
-# (benchmarks/RESULTS.md, `lshx bench matmul`).
-CSR_MAX_DENSITY = 0.12  # `lshx bench matmul`: CSR 1.38x dense at 0.1, 0.73x at 0.2 (6000x1500, B=20)
+# Low-density path on the CPU, chosen automatically by masked_linear where the benchmark
+# (`lshx bench matmul`, benchmarks/RESULTS.md) shows it faster than the dense GEMM on the
+# masked weight: inference below CSR_MAX_DENSITY, training (forward + backward) below
+# CSR_TRAIN_MAX_DENSITY. In training its weight gradient is the masked one (zero off the
+# mask): the dense gradient is what costs a dense GEMM, and random growth never reads it.
+# `lshx bench matmul --path csr` (6000x1500, 2 threads): inference 2.3x dense at 0.1 and 1.1x
+# at 0.2 with B=20, 1.3x at 0.1 and 0.6x at 0.2 with B=350; 0.12 is faster at every batch tried.
+CSR_MAX_DENSITY = 0.12
+# `lshx bench matmul --train --path csr`: forward + backward 0.75x dense at 0.1, 0.99x at 0.05
+# (B=20): writing the dense weight gradient costs as much as the GEMM saved, so it stays off.
+CSR_TRAIN_MAX_DENSITY = 0.0
 CSR_MIN_NUMEL = 1 << 20
 
 
 class CSRStructure:
-    """Row pointers, column indices and the flat positions of a mask's nonzeros."""
+    """Row pointers, column indices and the flat positions of a mask's nonzeros, and the
+    same for the transposed matrix (built on first use: only the backward needs it)."""
 
     def __init__(self, mask: torch.Tensor) -> None:
         m = mask.to(torch.bool)
         self.shape = tuple(m.shape)
         flat = m.flatten().nonzero().squeeze(1)
         self.gather = flat
-        self.col = (flat % m.shape[1]).to(torch.int32 if m.shape[1] < 2 ** 31 else torch.long)
+        self._index = torch.int32 if max(m.shape) < 2 ** 31 else torch.long
+        self.col = (flat % m.shape[1]).to(self._index)
         counts = m.sum(1).to(torch.long)
         self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         self.density = flat.numel() / max(m.numel(), 1)
+        self._transposed = None
+
+    def transposed(self):
+        """(tcrow, tcol, tperm): W^T in CSR form; its values are val[tperm]."""
+        if self._transposed is None:
+            rows, cols = self.gather // self.shape[1], self.gather % self.shape[1]
+            tperm = torch.argsort(cols * self.shape[0] + rows)
+            counts = torch.bincount(cols, minlength=self.shape[1])
+            tcrow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            self._transposed = (tcrow, rows[tperm].to(self._index), tperm)
+        return self._transposed
 
 
 def csr_structure(mask: torch.Tensor) -> CSRStructure:
@@ -243,22 +263,57 @@ def csr_linear_ref(x, crow, col, val, out_features, bias=None):
     return F.linear(x, w, bias)
 
 
+def csr_linear_backward_ref(grad, x, crow, col, val, out_features):
+    """Reference (grad_x, grad_W masked to the structure) of csr_linear, through dense copies."""
+    w = torch.sparse_csr_tensor(crow, col, val, (out_features, x.shape[-1])).to_dense()
+    on = torch.sparse_csr_tensor(crow, col, torch.ones_like(val), w.shape).to_dense()
+    g2, x2 = grad.reshape(-1, out_features), x.reshape(-1, x.shape[-1])
+    return (g2 @ w).reshape(x.shape), (g2.t() @ x2) * on
+
+
+class _CSRLinear(torch.autograd.Function):
+    """x @ (weight*mask)^T + b through the mask's CSR structure, forward and backward; the
+    weight gradient is computed at the mask's nonzeros only (zero off the mask)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, mask, bias):
+        s = csr_structure(mask)
+        val = weight.detach().flatten()[s.gather]
+        ctx.save_for_backward(x, val)
+        ctx.s, ctx.has_bias, ctx.out = s, bias is not None, weight.shape[0]
+        return torch.ops.lshx.csr_linear(x, s.crow, s.col, val, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, val = ctx.saved_tensors
+        s = ctx.s
+        gx, gw = torch.ops.lshx.csr_linear_backward(grad.contiguous(), x, s.crow, s.col, val, *s.transposed())
+        gb = grad.reshape(-1, ctx.out).sum(0) if ctx.has_bias else None
+        return gx, gw, None, gb
+
+
 def csr_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """x @ (weight * mask)^T + bias through the mask's CSR structure, no autograd. The
-    structure is cached per mask, the gathered values per (weight, mask) version."""
+    """x @ (weight * mask)^T + bias through the mask's CSR structure. With autograd when a
+    gradient is needed (masked weight gradient); otherwise the structure is cached per mask
+    and the gathered values per (weight, mask) version."""
     s = csr_structure(mask)
+    if not _native():
+        val = weight.flatten()[s.gather]
+        return csr_linear_ref(x, s.crow, s.col, val, weight.shape[0], bias)
+    if _needs_grad(x, weight, bias):
+        return _CSRLinear.apply(x, weight, mask, bias)
     val = _cached("csr-values", (weight, mask), lambda: weight.detach().flatten()[s.gather])
-    if _native():
-        return torch.ops.lshx.csr_linear(x, s.crow, s.col, val, bias)
-    return csr_linear_ref(x, s.crow, s.col, val, weight.shape[0], bias)
+    return torch.ops.lshx.csr_linear(x, s.crow, s.col, val, bias)
 
 
 def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if needs_grad or weight.device.type != "cpu" or weight.numel() < CSR_MIN_NUMEL:
+    """Whether masked_linear takes the CSR path: CPU, a large weight, a density below the
+    measured break-even (inference and training have their own)."""
+    if weight.device.type != "cpu" or weight.numel() < CSR_MIN_NUMEL:
         return False
-    return csr_structure(mask).density <= CSR_MAX_DENSITY
+    limit = CSR_TRAIN_MAX_DENSITY if _needs_grad(x, weight) else CSR_MAX_DENSITY
+    return csr_structure(mask).density <= limit
 
 
 # ----------------------------------------------------------------------------- CholeskyQR2
@@ -274,6 +329,10 @@ if HAS_EXTENSION:
     @torch.library.register_fake("lshx::csr_linear")
     def _(x, crow, col, val, bias):
         return x.new_empty((*x.shape[:-1], crow.numel() - 1))
+
+    @torch.library.register_fake("lshx::csr_linear_backward")
+    def _(grad, x, crow, col, val, tcrow, tcol, tperm):
+        return x.new_empty(x.shape), x.new_empty((crow.shape[0] - 1, x.shape[-1]))
 
     @torch.library.register_fake("lshx::cholqr2")
     def _(a):
