@@ -19,15 +19,17 @@ def bench_group():
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--no-reference", is_flag=True, help="Skip the autograd reference (slow at large sizes).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--qr", type=click.Choice(["householder", "cholqr2", "batched"]), default="householder",
+              show_default=True, help="The re-orthonormalization timed (see lshx ls-compute --qr).")
 @click.option("--json", "as_json", is_flag=True)
-def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, as_json):
+def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, qr, as_json):
     """One Lyapunov step (J.B + QR) per sample: fast against the autograd reference and the floor
     (the same GEMMs and QR timed alone)."""
     import torch
 
     from lshx.bench import format_table, ls_step_case
 
-    case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference, device=device)
+    case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference, device=device, qr=qr)
     case["threads"] = torch.get_num_threads()
     if as_json:
         echo_json({"cases": [case]})
@@ -56,6 +58,25 @@ def matmul_cmd(out_features, in_features, batch, densities, device, train, path,
         echo_json({"cases": cases})
     else:
         click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio", "path", "max_rel_err"]))
+
+
+@bench_group.command("recurrence")
+@click.option("--hidden", type=int, default=1500, show_default=True, help="The paper's LSTM size.")
+@click.option("--batch", type=int, default=20, show_default=True)
+@click.option("--steps", type=int, default=35, show_default=True)
+@click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def recurrence_cmd(hidden, batch, steps, densities, device, as_json):
+    """One sparse LSTM layer's T steps (inference): the dense per-step recurrence on the masked
+    W_hh against lshx.ops.lstm_recurrence (CSR; the persistent kernel on CUDA)."""
+    from lshx.bench import format_table, recurrence_case
+
+    cases = [recurrence_case(hidden, batch, steps, d, device) for d in densities]
+    if as_json:
+        echo_json({"cases": cases})
+    else:
+        click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio", "max_abs_err"]))
 
 
 @bench_group.command("train-epoch")

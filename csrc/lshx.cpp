@@ -47,6 +47,14 @@ TORCH_LIBRARY(lshx, m) {
   // skinny blocks (k << N) it is GEMM-bound. Falls back to Householder when the Gram
   // matrix is not numerically positive definite.
   m.def("cholqr2(Tensor a) -> (Tensor, Tensor)");
+  // Unblocked batched Householder QR of a (K, N, k) batch: Q and log|diag R| (one CUDA block
+  // per sample there; the CPU version is the same algorithm, for the tests).
+  m.def("householder_qr(Tensor a) -> (Tensor, Tensor)");
+  // T steps of one sparse LSTM layer, W_hh (4H x H) in CSR, inference only: the persistent
+  // kernel on CUDA (weights in shared memory across steps), a per-step loop on the CPU.
+  // xproj (T, B, 4H) holds x_t @ W_ih^T + both biases. Returns (out (T, B, H), h_T, c_T).
+  m.def("lstm_recurrence(Tensor xproj, Tensor h0, Tensor c0, Tensor crow, Tensor col, Tensor val)"
+        " -> (Tensor, Tensor, Tensor)");
   m.def("cuda_version() -> int", &cuda_version);
 }
 

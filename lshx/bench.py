@@ -26,7 +26,7 @@ def _time_ms(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
 
 
 def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 2, density: float = 0.33,
-                 reference: bool = True, seed: int = 0, device: str = "cpu") -> dict:
+                 reference: bool = True, seed: int = 0, device: str = "cpu", qr: str = "householder") -> dict:
     """ms per sample-step of the fast Lyapunov step against the autograd reference and the floor."""
     from lshx.sparse.config import DSTConfig
     from lshx.sparse.masking import Masking
@@ -46,15 +46,25 @@ def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 
     B = torch.linalg.qr(torch.randn(samples, N, k, device=device))[0].contiguous()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
+    qr_fn = {"cholqr2": ops.cholqr2, "batched": ops.householder_qr}.get(qr, ops.lyapunov_step)
+
     def run_fast():
         with torch.no_grad():
             _, jb = fast.tangent(state, tok, B)
-            out = ops.lyapunov_step(jb)
+            out = qr_fn(jb)
             sync()
             return out
 
-    out = {"name": f"ls-step H={hidden} L={layers} k={k} K={samples}", "hidden": hidden, "layers": layers,
-           "k": k, "samples": samples, "density": density, "device": device}
+    out = {"name": f"ls-step H={hidden} L={layers} k={k} K={samples} qr={qr}", "hidden": hidden,
+           "layers": layers, "k": k, "samples": samples, "density": density, "device": device, "qr": qr}
+    with torch.no_grad():  # the QR in use against torch.linalg.qr on this step's J.B
+        jb = fast.tangent(state, tok, B)[1]
+        got = qr_fn(jb)[1]
+        want = torch.linalg.qr(jb)[1].diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-30).log()
+        qr_err = float((got - want).abs().max())
+        out["qr_max_abs_err"] = qr_err
+        if qr_err > 1e-2:
+            raise AssertionError(f"qr={qr}: log|diag R| differs from torch.linalg.qr by {qr_err:.2e}")
     if reference:  # correctness before timing
         ref = _Reference(model, cfg)
         _, jb_ref = ref.tangent(state, tok, B)
@@ -103,6 +113,32 @@ def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 
     out["lshx_gflops"] = flop / out["lshx_ms"] / 1e6
     out["vs_floor"] = out["lshx_ms"] / out["floor_ms"]
     return out
+
+
+def recurrence_case(hidden: int, batch: int, steps: int, density: float, device: str = "cpu",
+                    seed: int = 0) -> dict:
+    """T steps of one sparse LSTM layer in inference: lshx's dense per-step recurrence on the
+    masked W_hh (reference; what the model runs in training) against ops.lstm_recurrence
+    (CSR W_hh; the persistent kernel on CUDA)."""
+    g = torch.Generator().manual_seed(seed)
+    H = hidden
+    w = (torch.randn(4 * H, H, generator=g) / H ** 0.5).to(device)
+    m = (torch.rand(4 * H, H, generator=g) < density).to(device)
+    xp = torch.randn(steps, batch, 4 * H, generator=g).to(device)
+    h0 = torch.randn(batch, H, generator=g).to(device)
+    c0 = torch.randn(batch, H, generator=g).to(device)
+    wm = w * m
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.no_grad():
+        ref = ops.lstm_recurrence_ref(xp, h0, c0, wm)
+        got = ops.lstm_recurrence(xp, h0, c0, w, m)
+        err = max(float((a - b).abs().max()) for a, b in zip(ref, got))
+        if err > 1e-4:
+            raise AssertionError(f"lstm_recurrence differs from the reference by {err:.2e}")
+        ref_ms = _time_ms(lambda: (ops.lstm_recurrence_ref(xp, h0, c0, wm), sync()), 0.5)
+        lshx_ms = _time_ms(lambda: (ops.lstm_recurrence(xp, h0, c0, w, m), sync()), 0.5)
+    return {"name": f"recurrence H={H} B={batch} T={steps} d={density:g}", "ref_ms": ref_ms, "lshx_ms": lshx_ms,
+            "ratio": ref_ms / lshx_ms, "max_abs_err": err, "device": device}
 
 
 def format_table(cases: List[dict], keys: List[str]) -> str:

@@ -27,7 +27,7 @@ STATES = ("h", "hc")
 PROPAGATE = ("J", "JT")
 IMPLS = ("fast", "reference")
 WARMUP_MODES = ("advance", "orthonormalize")
-QR_METHODS = ("householder", "cholqr2")
+QR_METHODS = ("householder", "cholqr2", "batched")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class LSConfig:
     seed: Optional[int] = None  # None: the first windows of the split; int: windows drawn by seed
     impl: str = "fast"
     reorth_every: int = 1  # QR every m steps (m > 1 trades accuracy for speed)
-    qr: str = "householder"  # or cholqr2: GEMM-bound for k << N, Householder when ill-conditioned
+    # householder: LAPACK / cuSOLVER; cholqr2: GEMM-bound for k << N, Householder when
+    # ill-conditioned; batched: lshx's one-block-per-sample Householder kernel (CUDA)
+    qr: str = "householder"
 
     def __post_init__(self) -> None:
         checks = [("state", STATES), ("propagate", PROPAGATE), ("impl", IMPLS), ("warmup_mode", WARMUP_MODES),
@@ -286,7 +288,7 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
     device = tokens.device
     B = torch.eye(N, k, dtype=dtype, device=device).expand(K, N, k).contiguous()
     acc = torch.zeros(K, k, dtype=dtype, device=device)
-    qr = ops.cholqr2 if cfg.qr == "cholqr2" else ops.lyapunov_step
+    qr = {"cholqr2": ops.cholqr2, "batched": ops.householder_qr}.get(cfg.qr, ops.lyapunov_step)
     for t in range(total):
         tok = tokens[:, t]
         if t < W and cfg.warmup_mode == "advance":

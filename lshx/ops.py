@@ -324,7 +324,64 @@ def cholqr2(jb: torch.Tensor):
     return lyapunov_step_ref(jb)
 
 
+# ----------------------------------------------------------------------------- batched Householder QR
+def householder_qr(jb: torch.Tensor):
+    """Q, log|diag R| by lshx's unblocked batched Householder QR: on CUDA one block per
+    sample (the many small blocks of a Lyapunov run); on the CPU the same algorithm, slower
+    than LAPACK, kept so the tests pin the kernel's arithmetic down."""
+    if _native():
+        return torch.ops.lshx.householder_qr(jb)
+    return lyapunov_step_ref(jb)
+
+
+# ----------------------------------------------------------------------------- sparse LSTM recurrence
+# The persistent CUDA kernel (W_hh in shared memory across all timesteps) for inference of
+# a sparse LSTM layer. Off until a GPU benchmark (`lshx bench recurrence --device cuda`,
+# benchmarks/gpu_check.sh) shows it faster than the per-step dense recurrence: no GPU has
+# measured it yet. PERSISTENT_MAX_DENSITY = d enables it for masks of density <= d.
+PERSISTENT_MAX_DENSITY: Optional[float] = None
+
+
+def lstm_recurrence_ref(xproj, h0, c0, w_hh):
+    """T steps of an LSTM layer given the input projections (both biases included)."""
+    h, c, outs = h0, c0, []
+    for t in range(xproj.shape[0]):
+        i, f, g, o = (xproj[t] + h @ w_hh.t()).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+def lstm_recurrence(xproj: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
+                    mask: torch.Tensor):
+    """(out (T, B, H), h_T, c_T) of one LSTM layer with W_hh * mask in CSR form, no autograd.
+    xproj (T, B, 4H) = x @ W_ih^T + b_ih + b_hh."""
+    s = csr_structure(mask)
+    val = _cached("csr-values", (w_hh, mask), lambda: w_hh.detach().flatten()[s.gather])
+    if _native():
+        return torch.ops.lshx.lstm_recurrence(xproj, h0, c0, s.crow, s.col, val)
+    return lstm_recurrence_ref(xproj, h0, c0, w_hh.detach() * mask_as(mask, w_hh.dtype))
+
+
+def use_persistent(w_hh: torch.Tensor, mask: Optional[torch.Tensor], needs_grad: bool) -> bool:
+    """Whether the LSTM layer's inference goes through lstm_recurrence (see PERSISTENT_MAX_DENSITY)."""
+    if PERSISTENT_MAX_DENSITY is None or mask is None or needs_grad or w_hh.device.type != "cuda":
+        return False
+    return csr_structure(mask).density <= PERSISTENT_MAX_DENSITY
+
+
 if HAS_EXTENSION:
+
+    @torch.library.register_fake("lshx::householder_qr")
+    def _(a):
+        K, N, k = a.shape
+        return a.new_empty((K, N, k)), a.new_empty((K, k))
+
+    @torch.library.register_fake("lshx::lstm_recurrence")
+    def _(xproj, h0, c0, crow, col, val):
+        T, B, _ = xproj.shape
+        return xproj.new_empty((T, B, h0.shape[-1])), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
     @torch.library.register_fake("lshx::csr_linear")
     def _(x, crow, col, val, bias):

@@ -37,6 +37,8 @@ def test_csr_linear_cuda_matches_cpu():
     val = w.flatten()[s.gather]
     got = torch.ops.lshx.csr_linear(x.cuda(), s.crow.cuda(), s.col.cuda(), val.cuda(), b.cuda()).cpu()
     torch.testing.assert_close(got, x @ (w * m).t() + b, atol=1e-4, rtol=1e-4)
+    torch.library.opcheck(torch.ops.lshx.csr_linear.default,
+                          (x.cuda(), s.crow.cuda(), s.col.cuda(), val.cuda(), b.cuda()))
 
 
 def test_lyapunov_spectrum_cuda_matches_cpu():
@@ -49,3 +51,46 @@ def test_lyapunov_spectrum_cuda_matches_cpu():
     cpu = lyapunov_spectrum(m, tok, LSConfig(warmup=3)).spectrum
     gpu = lyapunov_spectrum(m.cuda(), tok, LSConfig(warmup=3)).spectrum
     assert max(abs(a - b) for a, b in zip(cpu, gpu)) < 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 20, 70])  # one warp, a partial warp, several warps of batch lanes
+def test_csr_linear_backward_cuda_matches_cpu(batch):
+    w = torch.randn(50, 30, requires_grad=True)
+    m = torch.rand(50, 30) < 0.2
+    m[7] = False  # an empty row
+    x = torch.randn(batch, 30, requires_grad=True)
+    gy = torch.randn(batch, 50)
+    gx, gw = torch.autograd.grad(ops.csr_linear(x, w, m), (x, w), gy)
+    wc = w.detach().cuda().requires_grad_()
+    xc = x.detach().cuda().requires_grad_()
+    gxc, gwc = torch.autograd.grad(ops.csr_linear(xc, wc, m.cuda()), (xc, wc), gy.cuda())
+    torch.testing.assert_close(gxc.cpu(), gx, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gwc.cpu(), gw, atol=1e-4, rtol=1e-4)
+    s = ops.csr_structure(m.cuda())
+    val = wc.detach().flatten()[s.gather]
+    torch.library.opcheck(torch.ops.lshx.csr_linear_backward.default,
+                          (gy.cuda(), xc.detach(), s.crow, s.col, val, *s.transposed()))
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 8), (2, 64, 64), (4, 300, 40)])
+def test_householder_qr_cuda_matches_cpu(shape):
+    a = torch.randn(*shape)
+    q, logr = ops.householder_qr(a.cuda())
+    torch.testing.assert_close(logr.cpu(), ops.lyapunov_step(a.double())[1].float(), atol=1e-3, rtol=1e-3)
+    k = shape[2]
+    eye = torch.eye(k).expand(shape[0], k, k)
+    torch.testing.assert_close((q.transpose(1, 2) @ q).cpu(), eye, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close((q @ (q.transpose(1, 2) @ a.cuda())).cpu(), a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("H,batch", [(7, 3), (300, 20)])  # fewer units than SMs; several units per block
+def test_lstm_recurrence_cuda_matches_cpu(H, batch):
+    torch.manual_seed(0)
+    T = 9
+    w = torch.randn(4 * H, H) / H ** 0.5
+    m = torch.rand(4 * H, H) < 0.33
+    xp, h0, c0 = torch.randn(T, batch, 4 * H), torch.randn(batch, H), torch.randn(batch, H)
+    want = ops.lstm_recurrence(xp, h0, c0, w, m)
+    got = ops.lstm_recurrence(xp.cuda(), h0.cuda(), c0.cuda(), w.cuda(), m.cuda())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)

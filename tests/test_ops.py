@@ -1,4 +1,6 @@
 """lshx.ops: native kernels against the pure-torch references, opcheck, gradcheck."""
+import math
+
 import pytest
 import torch
 
@@ -227,3 +229,69 @@ def test_inference_cache_follows_in_place_updates():
         torch.testing.assert_close(b, 2 * a)
         m[0] = ~m[0]  # an in-place topology change
         torch.testing.assert_close(ops.masked_linear(x, w, m), x @ (w * m).t())
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 12, 5), (1, 1, 1)])
+def test_householder_qr_against_torch(shape):
+    """lshx's batched Householder (the CUDA kernel's algorithm) against torch.linalg.qr:
+    the same |R_jj|, an orthonormal Q and Q R = A."""
+    a = torch.randn(*shape, dtype=torch.float64)
+    q, logr = ops.householder_qr(a)
+    _, r = torch.linalg.qr(a)
+    torch.testing.assert_close(logr, r.diagonal(dim1=-2, dim2=-1).abs().log())
+    k = shape[2]
+    torch.testing.assert_close(q.transpose(1, 2) @ q, torch.eye(k, dtype=torch.float64).expand(shape[0], k, k))
+    torch.testing.assert_close(q @ (q.transpose(1, 2) @ a), a)
+    torch.library.opcheck(torch.ops.lshx.householder_qr.default, (a,))
+
+
+def test_householder_qr_known_answer_and_zero_column():
+    # columns e1 * 3 and (4, 0, 0)... : R = [[3, 4], [0, 0]] -> |R_11| = 0 floored, never -inf
+    a = torch.tensor([[[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    q, logr = ops.householder_qr(a)
+    assert logr[0, 0].item() == pytest.approx(math.log(3.0))
+    assert logr[0, 1].item() == pytest.approx(math.log(torch.finfo(torch.float64).tiny))
+    # a diagonal matrix: |R_jj| are its entries
+    d = torch.diag(torch.tensor([2.0, -0.5, 7.0])).unsqueeze(0)
+    torch.testing.assert_close(ops.householder_qr(d)[1], torch.tensor([[2.0, 0.5, 7.0]]).log())
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5])
+def test_lstm_recurrence_against_nn_lstm(density):
+    """The persistent kernel's algorithm (CPU op) against torch.nn.LSTM on the masked weights."""
+    torch.manual_seed(0)
+    T, B, I, H = 6, 3, 5, 7
+    lstm = torch.nn.LSTM(I, H, dtype=torch.float64)
+    m = torch.rand(4 * H, H) < density
+    with torch.no_grad():
+        lstm.weight_hh_l0.mul_(m)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    h0, c0 = torch.randn(1, B, H, dtype=torch.float64), torch.randn(1, B, H, dtype=torch.float64)
+    with torch.no_grad():
+        want, (hT, cT) = lstm(x, (h0, c0))
+        xp = x @ lstm.weight_ih_l0.t() + lstm.bias_ih_l0 + lstm.bias_hh_l0
+        out, h, c = ops.lstm_recurrence(xp, h0[0], c0[0], lstm.weight_hh_l0, m)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(h, hT[0])
+    torch.testing.assert_close(c, cT[0])
+    s = ops.csr_structure(m)
+    val = lstm.weight_hh_l0.detach().flatten()[s.gather]
+    torch.library.opcheck(torch.ops.lshx.lstm_recurrence.default, (xp, h0[0], c0[0], s.crow, s.col, val))
+
+
+def test_lstm_model_persistent_path_matches(monkeypatch):
+    """The model's inference through lstm_recurrence equals its per-step recurrence."""
+    from lshx.models.lstm import LSTMLM
+
+    torch.manual_seed(1)
+    model = LSTMLM(30, 8, 8, 2, dropout=0.0).eval()
+    masks = {f"weight_hh_l{k}": torch.rand(32, 8) < 0.3 for k in range(2)}
+    x = torch.randn(5, 2, 8)
+    state = model.init_state(2)
+    with torch.no_grad():
+        want, (hw, cw) = model.rnn(x, state, masks)
+        monkeypatch.setattr(ops, "use_persistent", lambda *a: True)
+        got, (hg, cg) = model.rnn(x, state, masks)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(hg, hw)
+    torch.testing.assert_close(cg, cw)

@@ -1,5 +1,9 @@
-// CSR SpMM for the masked linear map on CUDA: y (B x out) = x (B x in) @ W^T, W in CSR.
-// One block per output row; its threads walk the batch, each summing the row's nonzeros.
+// CSR kernels of the masked linear map on CUDA, forward and backward, on batch-last
+// operands (x^T: in x B), so that the lanes of a warp read consecutive batch entries:
+//   spmm:  Y^T (rows x B) = W (rows x cols, CSR) @ X^T (cols x B)   forward, and grad_x via W^T
+//   sddmm: GW[o, c] = <G^T[o, :], X^T[c, :]> at the nonzeros (o, c) of W, zero elsewhere
+// A warp owns one output row; the row's values and column indices are read once per warp
+// (broadcast loads) and the batch is spread over the lanes, 32 at a time.
 #include <cuda_runtime.h>
 
 #include "kernels.h"
@@ -7,26 +11,54 @@
 namespace lshx {
 namespace cuda {
 
-__global__ void csr_linear_kernel(const float* __restrict__ x, const int64_t* __restrict__ crow,
-                                  const int64_t* __restrict__ col, const float* __restrict__ val,
-                                  const float* __restrict__ bias, float* __restrict__ y, int64_t B, int64_t in,
-                                  int64_t out) {
-  const int64_t o = blockIdx.x;
-  if (o >= out) return;
+constexpr int kWarpsPerBlock = 8;
+
+__global__ void csr_spmm_bt_kernel(const float* __restrict__ xt, const int64_t* __restrict__ crow,
+                                   const int64_t* __restrict__ col, const float* __restrict__ val,
+                                   const float* __restrict__ bias, float* __restrict__ yt, int64_t rows, int64_t B) {
+  const int64_t o = (int64_t)blockIdx.x * kWarpsPerBlock + threadIdx.y;
+  if (o >= rows) return;
   const int64_t begin = crow[o], end = crow[o + 1];
-  for (int64_t q = threadIdx.x; q < B; q += blockDim.x) {
-    const float* xr = x + q * in;
-    float acc = bias ? bias[o] : 0.f;
-    for (int64_t p = begin; p < end; ++p) acc += val[p] * xr[col[p]];
-    y[q * out + o] = acc;
+  const float b = bias ? bias[o] : 0.f;
+  for (int64_t q = threadIdx.x; q < B; q += 32) {
+    float acc = 0.f;
+    for (int64_t p = begin; p < end; ++p) acc += val[p] * xt[col[p] * B + q];
+    yt[o * B + q] = acc + b;
   }
 }
 
-cudaError_t csr_linear(const float* x, const int64_t* crow, const int64_t* col, const float* val,
-                       const float* bias, float* y, int64_t B, int64_t in, int64_t out, cudaStream_t stream) {
-  if (out == 0 || B == 0) return cudaSuccess;
-  const int threads = B >= 128 ? 128 : (B >= 32 ? 32 : (int)B);
-  csr_linear_kernel<<<(unsigned)out, threads, 0, stream>>>(x, crow, col, val, bias, y, B, in, out);
+__global__ void csr_sddmm_bt_kernel(const float* __restrict__ xt, const float* __restrict__ gt,
+                                    const int64_t* __restrict__ crow, const int64_t* __restrict__ col,
+                                    float* __restrict__ gw, int64_t rows, int64_t cols, int64_t B) {
+  const int64_t o = (int64_t)blockIdx.x * kWarpsPerBlock + threadIdx.y;
+  if (o >= rows) return;
+  const int lane = threadIdx.x;
+  for (int64_t p = crow[o]; p < crow[o + 1]; ++p) {
+    const int64_t c = col[p];
+    float s = 0.f;
+    for (int64_t q = lane; q < B; q += 32) s += gt[o * B + q] * xt[c * B + q];
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
+    if (lane == 0) gw[o * cols + c] = s;
+  }
+}
+
+static unsigned row_blocks(int64_t rows) { return (unsigned)((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
+
+cudaError_t csr_spmm_bt(const float* xt, const int64_t* crow, const int64_t* col, const float* val,
+                        const float* bias, float* yt, int64_t rows, int64_t B, cudaStream_t stream) {
+  if (rows == 0 || B == 0) return cudaSuccess;
+  csr_spmm_bt_kernel<<<row_blocks(rows), dim3(32, kWarpsPerBlock), 0, stream>>>(xt, crow, col, val, bias, yt,
+                                                                               rows, B);
+  return cudaGetLastError();
+}
+
+cudaError_t csr_sddmm_bt(const float* xt, const float* gt, const int64_t* crow, const int64_t* col, float* gw,
+                         int64_t rows, int64_t cols, int64_t B, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  cudaError_t err = cudaMemsetAsync(gw, 0, sizeof(float) * rows * cols, stream);
+  if (err != cudaSuccess || B == 0) return err;
+  csr_sddmm_bt_kernel<<<row_blocks(rows), dim3(32, kWarpsPerBlock), 0, stream>>>(xt, gt, crow, col, gw, rows,
+                                                                                cols, B);
   return cudaGetLastError();
 }
 

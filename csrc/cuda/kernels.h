@@ -17,9 +17,28 @@ cudaError_t row_combine(const float* w, const float* coef, const float* diag, fl
 // out[s, j] = log|r[s, j, j]| for a batch of K upper-triangular k x k blocks, row-major.
 cudaError_t log_abs_diag(const float* r, float* out, int64_t K, int64_t k, cudaStream_t stream);
 
-// y (B x out) = x (B x in) @ W^T (+ bias), W (out x in) in CSR form; bias may be null.
-cudaError_t csr_linear(const float* x, const int64_t* crow, const int64_t* col, const float* val,
-                       const float* bias, float* y, int64_t B, int64_t in, int64_t out, cudaStream_t stream);
+// Batch-last CSR SpMM: yt (rows x B) = W (rows x cols, CSR) @ xt (cols x B) (+ bias per row).
+cudaError_t csr_spmm_bt(const float* xt, const int64_t* crow, const int64_t* col, const float* val,
+                        const float* bias, float* yt, int64_t rows, int64_t B, cudaStream_t stream);
+
+// Dense gw (rows x cols) = (gt @ xt^T) at the nonzeros of the CSR structure, zero elsewhere;
+// gt (rows x B), xt (cols x B).
+cudaError_t csr_sddmm_bt(const float* xt, const float* gt, const int64_t* crow, const int64_t* col, float* gw,
+                         int64_t rows, int64_t cols, int64_t B, cudaStream_t stream);
+
+// T steps of a sparse LSTM layer in one cooperative launch (see lstm_persistent.cu).
+// crow_host: the row pointers on the host (to size the shared-memory slices); hbuf: 2*B*H
+// scratch, h_T ends in its (T % 2) half; c: B*H, c_T on return; out: T*B*H.
+// *used_smem says whether the weights fit in shared memory. cudaErrorCooperativeLaunchTooLarge
+// or cudaErrorNotSupported: the caller falls back to one launch per step.
+cudaError_t lstm_persistent(const float* xproj, const int64_t* crow_host, const int64_t* crow, const int64_t* col,
+                            const float* val, const float* h0, const float* c0, float* hbuf, float* c, float* out,
+                            int64_t T, int64_t B, int64_t H, int* used_smem, cudaStream_t stream);
+
+// Batched Householder QR of K row-major (N x k) blocks, one block per sample: a is factored
+// in place, tau (K x k) is scratch, q (K x N x k) gets the reduced Q, logr (K x k) log|R_jj|.
+cudaError_t householder_qr(float* a, float* tau, float* q, float* logr, int64_t K, int64_t N, int64_t k,
+                           cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace lshx

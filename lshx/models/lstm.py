@@ -51,13 +51,17 @@ class StackedLSTM(nn.Module):
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
             xp = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih)  # all timesteps at once
-            w_hh = ops.masked_weight(w_hh, masks.get(f"weight_hh_l{k}"))  # once per sequence
-            h, c = h0[k], c0[k]
-            outs = []
-            for t in range(x.size(0)):
-                _, c, h = self.cell(xp[t] + F.linear(h, w_hh, b_hh), c)
-                outs.append(h)
-            inp = torch.stack(outs)
+            m_hh = masks.get(f"weight_hh_l{k}")
+            if ops.use_persistent(w_hh, m_hh, torch.is_grad_enabled() and w_hh.requires_grad):
+                inp, h, c = ops.lstm_recurrence(xp + b_hh, h0[k], c0[k], w_hh, m_hh)
+            else:
+                w_hh = ops.masked_weight(w_hh, m_hh)  # once per sequence
+                h, c = h0[k], c0[k]
+                outs = []
+                for t in range(x.size(0)):
+                    _, c, h = self.cell(xp[t] + F.linear(h, w_hh, b_hh), c)
+                    outs.append(h)
+                inp = torch.stack(outs)
             if k < self.num_layers - 1 and self.dropout > 0:
                 inp = F.dropout(inp, self.dropout, self.training)
             hs.append(h)
