@@ -17,7 +17,8 @@ def ci(xs):
 
 
 def main(root="runs/table1"):
-    rows = {"LSH-TPE (pca2)": "tpe-pca2", "loss-TPE": "tpe-loss", "DST default alone": "default"}
+    rows = {"LSH-TPE (pca2)": "tpe-pca2", "loss-TPE": "tpe-loss", "LSH-grid (pca2)": "grid-pca2",
+            "Selfish-RNN config alone": "selfish", "DST default alone": "default"}
     dense = {}
     print("| method | seeds | val ppl | test ppl | training epochs | wall (s) |")
     print("|---|---|---|---|---|---|")
@@ -28,7 +29,7 @@ def main(root="runs/table1"):
                 continue
             d = json.load(open(f))
             seeds.append(f.rsplit("-s", 1)[1].split(".")[0])
-            if stem == "default":
+            if stem in ("default", "selfish"):
                 val.append(min(d["val_ppl"]))
                 test.append(d["test_ppl"])
                 epochs.append(len(d["val_ppl"]))
