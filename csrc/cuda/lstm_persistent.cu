@@ -74,6 +74,7 @@ __global__ void lstm_persistent_kernel(const float* __restrict__ xproj, const in
     const int64_t q = idx / nu, u = u0 + idx % nu;
     c[q * H + u] = c0[q * H + u];
   }
+  __syncthreads();  // c of this block's units initialized before any warp updates them
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int64_t t = 0; t < T; ++t) {
