@@ -16,6 +16,16 @@
 namespace lshx {
 namespace {
 
+// m[j:, c] -= tau * v * (v . m[j:, c]) for the reflector v in column j of a (v[0] = 1 implicit).
+template <typename scalar_t>
+void reflect_column(const scalar_t* a, scalar_t* m, int64_t N, int64_t k, int64_t j, int64_t c, scalar_t tau) {
+  scalar_t w = m[j * k + c];
+  for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * m[r * k + c];
+  w *= tau;
+  m[j * k + c] -= w;
+  for (int64_t r = j + 1; r < N; ++r) m[r * k + c] -= w * a[r * k + j];
+}
+
 template <typename scalar_t>
 void householder_one(scalar_t* a, scalar_t* q, scalar_t* logr, int64_t N, int64_t k) {
   const scalar_t tiny = std::numeric_limits<scalar_t>::min();
@@ -33,24 +43,12 @@ void householder_one(scalar_t* a, scalar_t* q, scalar_t* logr, int64_t N, int64_
     a[j * k + j] = alpha;
     logr[j] = std::log(std::max(std::abs(alpha), tiny));
     for (int64_t r = j + 1; r < N; ++r) a[r * k + j] /= v0;
-    for (int64_t c = j + 1; c < k; ++c) {
-      scalar_t w = a[j * k + c];
-      for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * a[r * k + c];
-      w *= tau[j];
-      a[j * k + c] -= w;
-      for (int64_t r = j + 1; r < N; ++r) a[r * k + c] -= w * a[r * k + j];
-    }
+    for (int64_t c = j + 1; c < k; ++c) reflect_column(a, a, N, k, j, c, tau[j]);
   }
   for (int64_t i = 0; i < N * k; ++i) q[i] = (i / k == i % k) ? scalar_t(1) : scalar_t(0);
   for (int64_t j = k - 1; j >= 0; --j) {
     if (tau[j] == 0) continue;
-    for (int64_t c = j; c < k; ++c) {
-      scalar_t w = q[j * k + c];
-      for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * q[r * k + c];
-      w *= tau[j];
-      q[j * k + c] -= w;
-      for (int64_t r = j + 1; r < N; ++r) q[r * k + c] -= w * a[r * k + j];
-    }
+    for (int64_t c = j; c < k; ++c) reflect_column(a, q, N, k, j, c, tau[j]);
   }
 }
 

@@ -34,6 +34,17 @@ __device__ float block_sum(float v, float* red) {
   return s;
 }
 
+// m[j:, c] -= beta * v * (v . m[j:, c]) for the reflector v stored in column j of a (v[0] = 1
+// implicit, v[1:] below the diagonal); m is a itself (factorization) or Q (forming Q).
+__device__ __forceinline__ void reflect_column(const float* a, float* m, int64_t N, int64_t k, int64_t j, int64_t c,
+                                               float beta) {
+  float w = m[j * k + c];
+  for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * m[r * k + c];
+  w *= beta;
+  m[j * k + c] -= w;
+  for (int64_t r = j + 1; r < N; ++r) m[r * k + c] -= w * a[r * k + j];
+}
+
 // a: (N x k) one sample, factored in place (R above the diagonal, v_j below, v_j[0] = 1
 // implicit); tau: k scalars; q: (N x k) output; logr: k outputs.
 __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict__ tau_all,
@@ -75,13 +86,7 @@ __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict_
     __syncthreads();
     // trailing columns: a[j:, c] -= beta * v * (v . a[j:, c]); thread owns column c
     if (beta != 0.f)
-      for (int64_t c = j + 1 + threadIdx.x; c < k; c += blockDim.x) {
-        float w = a[j * k + c];
-        for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * a[r * k + c];
-        w *= beta;
-        a[j * k + c] -= w;
-        for (int64_t r = j + 1; r < N; ++r) a[r * k + c] -= w * a[r * k + j];
-      }
+      for (int64_t c = j + 1 + threadIdx.x; c < k; c += blockDim.x) reflect_column(a, a, N, k, j, c, beta);
     __syncthreads();
   }
   // Q = H_0 ... H_{k-1} [I; 0]: start from [I; 0], apply the reflectors last to first.
@@ -90,13 +95,7 @@ __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict_
   for (int64_t j = k - 1; j >= 0; --j) {
     const float beta = tau[j];
     if (beta != 0.f)
-      for (int64_t c = j + threadIdx.x; c < k; c += blockDim.x) {
-        float w = q[j * k + c];
-        for (int64_t r = j + 1; r < N; ++r) w += a[r * k + j] * q[r * k + c];
-        w *= beta;
-        q[j * k + c] -= w;
-        for (int64_t r = j + 1; r < N; ++r) q[r * k + c] -= w * a[r * k + j];
-      }
+      for (int64_t c = j + threadIdx.x; c < k; c += blockDim.x) reflect_column(a, q, N, k, j, c, beta);
     __syncthreads();
   }
 }
