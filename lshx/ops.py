@@ -223,6 +223,9 @@ CSR_MAX_DENSITY = 0.12
 # `lshx bench matmul --train --path csr`: forward + backward 0.75x dense at 0.1, 0.99x at 0.05
 # (B=20): writing the dense weight gradient costs as much as the GEMM saved, so it stays off.
 CSR_TRAIN_MAX_DENSITY = 0.0
+# On CUDA (inference and training alike): off until `lshx bench matmul --device cuda --path
+# csr [--train]` (benchmarks/gpu_check.sh) has measured the CSR kernels against cuBLAS.
+CUDA_CSR_MAX_DENSITY: Optional[float] = None
 CSR_MIN_NUMEL = 1 << 20
 
 
@@ -308,11 +311,16 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
 
 
 def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
-    """Whether masked_linear takes the CSR path: CPU, a large weight, a density below the
-    measured break-even (inference and training have their own)."""
-    if weight.device.type != "cpu" or weight.numel() < CSR_MIN_NUMEL:
+    """Whether masked_linear takes the CSR path: a large weight and a density below the
+    measured break-even (on the CPU inference and training have their own)."""
+    if weight.numel() < CSR_MIN_NUMEL:
         return False
-    limit = CSR_TRAIN_MAX_DENSITY if _needs_grad(x, weight) else CSR_MAX_DENSITY
+    if weight.device.type == "cpu":
+        limit = CSR_TRAIN_MAX_DENSITY if _needs_grad(x, weight) else CSR_MAX_DENSITY
+    elif weight.device.type == "cuda" and CUDA_CSR_MAX_DENSITY is not None:
+        limit = CUDA_CSR_MAX_DENSITY
+    else:
+        return False
     return csr_structure(mask).density <= limit
 
 
