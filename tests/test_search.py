@@ -169,6 +169,20 @@ def test_resume_refuses_other_options_and_existing_name(tiny_data, tmp_path):
         run_search(other, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", resume=True, quiet=True)
 
 
+def test_db_moved_without_its_checkpoints_says_so(tiny_data, tmp_path):
+    """A second search in the same DB reuses the dense run; if the runs folder was not kept
+    next to the DB, the search stops with a clear message instead of a bare path."""
+    import shutil
+
+    from lshx.errors import CheckpointError
+
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=2, n=2)
+    run_search(cfg, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="a", quiet=True)
+    shutil.rmtree(tmp_path / "r-runs")
+    with pytest.raises(CheckpointError, match="keep r-runs/ next to the DB"):
+        run_search(cfg, tmp_path / "r.sqlite", SerialExecutor(threads=1), name="b", quiet=True)
+
+
 @pytest.mark.parametrize("kind", ["process", "ray"])
 def test_other_executors_agree_with_serial(tiny_data, tmp_path, kind):
     if kind == "ray":

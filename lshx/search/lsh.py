@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from lshx.errors import ConfigError
+from lshx.errors import CheckpointError, ConfigError
 from lshx.lyapunov import LSConfig
 from lshx.progress import Progress, log
 from lshx.search import jobs as J
@@ -310,6 +310,12 @@ class Search:
 
         ranked = sorted(finalists, key=lambda x: (best_val(x), x))
         best = ranked[0]
+        for cid in (best, self.DENSE):  # shared across the DB's searches: may predate this run
+            ck = Path(cands[cid]["ckpt_dir"]) / "best.pt"
+            if not ck.exists():
+                raise CheckpointError(f"the run DB {self.db.path} records candidate {cid} as trained, but its "
+                                      f"checkpoint {ck} is missing: keep {self.ckpt_root.name}/ next to the DB, "
+                                      f"or start from a new DB")
         tests = run_all(self.ex, J.test_perplexity,
                         [self._job(cands[best], 0), self._job(cands[self.DENSE], 0)])
         for x in finalists:
