@@ -25,6 +25,8 @@ from lshx.presets import PRESET_NAMES, TASKS
 @click.option("--density", type=float, default=None, help="Fraction of weights kept [preset].")
 @click.option("--max-batches", type=int, default=None, help="Training windows per epoch [preset].")
 @click.option("--data", type=str, default=None, help="Folder with ptb.{train,valid,test}.txt.")
+@click.option("--device", type=str, default="cpu", show_default=True,
+              help="cpu or cuda[:N]: where candidates train and their spectra are computed.")
 @click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes (or Ray CPUs).")
 @click.option("--ray-address", type=str, default=None, help="A Ray cluster to join [default: start a local one].")
@@ -35,7 +37,7 @@ from lshx.presets import PRESET_NAMES, TASKS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--quiet", is_flag=True)
 def search_cmd(task, preset, hpo, distance, strategy, n, e0, ei, final_epochs, final_k, density, max_batches, data,
-               executor, workers, ray_address, db, name, resume, seed, as_json, quiet):
+               device, executor, workers, ray_address, db, name, resume, seed, as_json, quiet):
     """Search pruning configurations of TASK by their distance to the dense model in LS space.
 
     Example: lshx search ptb-lstm --preset small --hpo tpe --distance pca2 --db runs/s.sqlite
@@ -45,7 +47,7 @@ def search_cmd(task, preset, hpo, distance, strategy, n, e0, ei, final_epochs, f
 
     cfg = SearchConfig.from_preset(task, preset, hpo=hpo, distance=distance, strategy=strategy, n=n, e0=e0, ei=ei,
                                    final_epochs=final_epochs, final_k=final_k, density=density, seed=seed,
-                                   data=data, max_batches=max_batches)
+                                   data=data, max_batches=max_batches, device=device)
     name = name or f"{task}-{preset}-{strategy}-{hpo}-{distance}-s{seed}"
     ex = make_executor(executor, workers, ray_address)
     try:

@@ -20,6 +20,7 @@ def study_group():
 @click.option("--distance", type=click.Choice(["pca2", "raw"]), default="pca2", show_default=True)
 @click.option("--max-batches", type=int, default=None, help="Training windows per epoch [preset].")
 @click.option("--data", type=str, default=None)
+@click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--db", type=click.Path(dir_okay=False), default="runs/study.sqlite", show_default=True)
@@ -28,8 +29,8 @@ def study_group():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, executor, workers, db, name, resume,
-                    seed, as_json, quiet):
+def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, device, executor, workers, db, name,
+                    resume, seed, as_json, quiet):
     """Spearman rho(LS distance at epoch e, final test ppl) and rho(val ppl at e, final test
     ppl) for each early epoch e, with 95% bootstrap intervals."""
     from lshx.search.executors import make_executor
@@ -37,7 +38,8 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
     from lshx.study import correlation_study
 
     cfg = SearchConfig.from_preset(task, preset, hpo="random", distance=distance, strategy="full", n=n,
-                                   final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches)
+                                   final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches,
+                                   device=device)
     name = name or f"correlation-{task}-{preset}-n{n}-P{final_epochs}-{distance}-s{seed}"
     ex = make_executor(executor, workers)
     try:

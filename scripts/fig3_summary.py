@@ -26,19 +26,19 @@ def load(path):
     return {"val": min(d["val_ppl"]), "test": d["test_ppl"], "epochs": len(d["val_ppl"]), "wall": d["wall_s"]}
 
 
-def main(out_dir="docs/figures/fig3"):
+def main(out_dir="docs/figures/fig3", runs=os.environ.get("RUNS", "runs")):
     points = {}  # ratio -> method -> result
     for ratio in ("0.5", "0.6", "0.7", "0.8"):
         for label, stem in METHODS.items():
-            r = load(f"runs/fig3/{stem}-r{ratio}.json")
+            r = load(f"{runs}/fig3/{stem}-r{ratio}.json")
             if r:
                 points.setdefault(float(ratio), {})[label] = r
     for label, stem in METHODS.items():  # the Table 1 runs at density 0.33, seed 0
-        r = load(f"runs/table1/{stem}-s0.json")
+        r = load(f"{runs}/table1/{stem}-s0.json")
         if r:
             points.setdefault(0.67, {})[label] = r
     if not points:
-        sys.exit("no results under runs/fig3 or runs/table1: run scripts/fig3.sh first")
+        sys.exit(f"no results under {runs}/fig3 or {runs}/table1: run scripts/fig3.sh first")
     dense = next((r["dense"] for p in points.values() for r in p.values() if "dense" in r), None)
     os.makedirs(out_dir, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -68,4 +68,4 @@ def main(out_dir="docs/figures/fig3"):
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/figures/fig3")

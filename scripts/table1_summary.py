@@ -46,4 +46,4 @@ def main(root="runs/table1"):
 
 
 if __name__ == "__main__":
-    main()
+    main(os.path.join(os.environ.get("RUNS", "runs"), "table1"))

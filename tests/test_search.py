@@ -214,3 +214,18 @@ def test_presets_compare_after_the_first_topology_update(preset):
     # candidates that differ only by their init
     assert SearchConfig.from_preset("ptb-lstm", preset).e0 >= 2
 
+
+
+def test_device_option_and_old_dbs_resume(tiny_data, tmp_path):
+    """device is a search option (validated), and options stored before it existed still
+    describe the same search on resume."""
+    from lshx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="device"):
+        SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, device="tpu")
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data)
+    old = cfg.to_dict()
+    del old["device"]
+    assert cfg.same_search(old)
+    cuda = SearchConfig(**{**old, "device": "cuda"})
+    assert not cuda.same_search(old)

@@ -66,6 +66,7 @@ class SearchConfig:
     ls_steps: int = 35
     ls_warmup: int = 10
     ls_k: Optional[int] = None
+    device: str = "cpu"  # where every candidate trains and its spectrum is computed
 
     @classmethod
     def from_preset(cls, task: str, preset: str, **over) -> "SearchConfig":
@@ -88,9 +89,22 @@ class SearchConfig:
             raise ConfigError("n, e0, ei and final-k must be >= 1")
         if self.final_epochs < self.e0:
             raise ConfigError("final epochs must be >= e0")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def same_search(self, stored: dict) -> bool:
+        """Whether options stored in a run DB describe this search (fields added since, like
+        device, take their defaults)."""
+        known = {k: v for k, v in stored.items() if k in self.__dataclass_fields__}
+        return SearchConfig(**known).to_dict() == self.to_dict()
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -174,7 +188,7 @@ class Search:
         elif c.density is not None:
             dst["density"] = c.density
         return TrainConfig.from_preset(c.task, c.preset, data=c.data, epochs=c.final_epochs, seed=c.seed,
-                                       max_batches=c.max_batches, dst=dst)
+                                       max_batches=c.max_batches, device=c.device, dst=dst)
 
     def ls_config(self) -> Optional[dict]:
         """Spectra are computed unless the distance is the loss (the full strategy keeps them
@@ -343,7 +357,7 @@ def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name:
         if prev is not None:
             if not resume:
                 raise ConfigError(f"search {name!r} already exists in {db_path}: add --resume, or pick another --name")
-            if prev["args"] != cfg.to_dict():
+            if not cfg.same_search(prev["args"]):
                 raise ConfigError(f"search {name!r} in {db_path} was started with other options; "
                                   "resume with the same ones")
             if prev["status"] == "done" and prev["result"]:
