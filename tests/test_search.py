@@ -33,6 +33,23 @@ def test_grid_has_24_distinct_points():
     assert {c["death_rate"] for c in g} == {0.8} and {c["death_rate"] for c in grid("ptb-rhn")} == {0.5}
 
 
+def test_grid_search_starts_from_seeded_grid_points(tiny_data, tmp_path):
+    """With n < 24 a grid search starts from n distinct grid points in an order that depends
+    on the seed (a fixed first slice would start every seed from the same uniform corner)."""
+    starts = []
+    for seed in (0, 1):
+        cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, hpo="grid", n=4, seed=seed,
+                                       max_batches=2)
+        run_search(cfg, tmp_path / "g.sqlite", SerialExecutor(threads=1), name=f"g{seed}", quiet=True)
+        db = RunDB(tmp_path / "g.sqlite")
+        initial = [config_hash(c["config"]) for c in db.candidates(f"g{seed}") if c["origin"] == "initial"]
+        db.close()
+        assert len(set(initial)) == 4 and set(initial) <= {config_hash(c) for c in grid("ptb-lstm")}
+        starts.append(initial)
+    assert starts[0] != starts[1]
+    assert starts[0] != [config_hash(c) for c in grid("ptb-lstm")[:4]]
+
+
 def test_survivors_are_the_nearest_half():
     dist = {1: 0.5, 2: math.inf, 3: 0.1, 4: 2.0, 5: 0.5, 6: 0.3, 7: 1.0}
     keep, gone = eliminate(dist, 4)

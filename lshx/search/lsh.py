@@ -30,7 +30,7 @@ from lshx.search import jobs as J
 from lshx.search.executors import Executor, run_all
 from lshx.search.hpo import HPOS, make_proposer
 from lshx.search.rundb import RunDB
-from lshx.search.space import config_hash, describe, grid, normalize
+from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
 
 DISTANCES = ("pca2", "raw", "loss")
@@ -245,13 +245,8 @@ class Search:
         if self.DENSE not in existing:
             self.add(self.DENSE, None, "dense", 0)
         if not any(x["origin"] == "initial" for x in existing.values()):
-            if c.hpo == "grid":
-                initial = grid(c.task)[: c.n] if c.n <= 24 else grid(c.task)
-                if c.n > len(initial):
-                    initial += self.proposer.propose([], c.n - len(initial), {config_hash(x) for x in initial},
-                                                     c.seed)
-            else:
-                initial = self.proposer.propose([], c.n, set(), c.seed)
+            # grid: n points of the grid in the seeded order (all 24 when n >= 24)
+            initial = self.proposer.propose([], c.n, set(), c.seed)
             for i, cfg in enumerate(initial, start=1):
                 self.add(i, cfg, "initial", 0)
         if c.strategy == "full":
