@@ -343,10 +343,13 @@ def householder_qr(jb: torch.Tensor):
 
 
 # ----------------------------------------------------------------------------- sparse LSTM recurrence
-# The persistent CUDA kernel (W_hh in shared memory across all timesteps) for inference of
-# a sparse LSTM layer. Off until a GPU benchmark (`lshx bench recurrence --device cuda`,
-# benchmarks/gpu_check.sh) shows it faster than the per-step dense recurrence: no GPU has
-# measured it yet. PERSISTENT_MAX_DENSITY = d enables it for masks of density <= d.
+# Inference of a sparse LSTM layer with W_hh in CSR form, all steps in one op. On the CPU a
+# CSR SpMM per step, used where `lshx bench recurrence` measured it faster than the dense
+# per-step recurrence (H = 1500, B = 20, 35 steps, 2 threads: 1.21x at density 0.1, 1.61x at
+# 0.05, 0.77x at 0.2; slower at H = 200 whatever the density, hence CSR_MIN_NUMEL). On CUDA
+# the persistent kernel (W_hh in shared memory across all steps), off until a GPU benchmark
+# (benchmarks/gpu_check.sh) measures it: PERSISTENT_MAX_DENSITY = d enables it below d.
+RECURRENCE_CPU_MAX_DENSITY = 0.1
 PERSISTENT_MAX_DENSITY: Optional[float] = None
 
 
@@ -372,11 +375,15 @@ def lstm_recurrence(xproj: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_h
     return lstm_recurrence_ref(xproj, h0, c0, w_hh.detach() * mask_as(mask, w_hh.dtype))
 
 
-def use_persistent(w_hh: torch.Tensor, mask: Optional[torch.Tensor], needs_grad: bool) -> bool:
-    """Whether the LSTM layer's inference goes through lstm_recurrence (see PERSISTENT_MAX_DENSITY)."""
-    if PERSISTENT_MAX_DENSITY is None or mask is None or needs_grad or w_hh.device.type != "cuda":
+def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], needs_grad: bool) -> bool:
+    """Whether an LSTM layer's inference goes through lstm_recurrence (see the limits above)."""
+    if mask is None or needs_grad or not _native():
         return False
-    return csr_structure(mask).density <= PERSISTENT_MAX_DENSITY
+    if w_hh.device.type == "cpu":
+        limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= CSR_MIN_NUMEL else None
+    else:
+        limit = PERSISTENT_MAX_DENSITY if w_hh.device.type == "cuda" else None
+    return limit is not None and csr_structure(mask).density <= limit
 
 
 if HAS_EXTENSION:

@@ -134,7 +134,8 @@ def test_csr_structure_is_cached_per_mask_object():
 def test_masked_linear_picks_csr_for_sparse_inference(monkeypatch):
     monkeypatch.setattr(ops, "CSR_MIN_NUMEL", 0)
     w = torch.randn(30, 20)
-    m = torch.rand(30, 20) < 0.1
+    m = torch.zeros(30, 20, dtype=torch.bool)
+    m.view(-1)[torch.randperm(600, generator=torch.Generator().manual_seed(0))[:45]] = True  # density 0.075
     x = torch.randn(4, 20)
     assert ops.use_csr(x, w, m)
     with torch.no_grad():
@@ -290,8 +291,23 @@ def test_lstm_model_persistent_path_matches(monkeypatch):
     state = model.init_state(2)
     with torch.no_grad():
         want, (hw, cw) = model.rnn(x, state, masks)
-        monkeypatch.setattr(ops, "use_persistent", lambda *a: True)
+        monkeypatch.setattr(ops, "use_sparse_recurrence", lambda *a: True)
         got, (hg, cg) = model.rnn(x, state, masks)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(hg, hw)
     torch.testing.assert_close(cg, cw)
+
+
+def test_sparse_recurrence_is_chosen_where_measured_faster():
+    """CPU: only large W_hh (>= CSR_MIN_NUMEL) at density <= RECURRENCE_CPU_MAX_DENSITY, and
+    never when a gradient is needed."""
+    big = torch.empty(4 * 600, 600)  # 1.44M weights
+    sparse = torch.zeros(big.shape, dtype=torch.bool)
+    sparse.view(-1)[:int(0.05 * big.numel())] = True
+    dense_ish = torch.ones(big.shape, dtype=torch.bool)
+    assert ops.use_sparse_recurrence(big, sparse, needs_grad=False)
+    assert not ops.use_sparse_recurrence(big, sparse, needs_grad=True)
+    assert not ops.use_sparse_recurrence(big, dense_ish, needs_grad=False)
+    assert not ops.use_sparse_recurrence(big, None, needs_grad=False)
+    small = torch.empty(4 * 200, 200)
+    assert not ops.use_sparse_recurrence(small, torch.zeros(small.shape, dtype=torch.bool), needs_grad=False)

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "../utils.h"
+#include "csr_kernels.h"
 
 namespace lshx {
 namespace {
@@ -110,6 +111,17 @@ void with_index(const at::Tensor& col, F&& f) {
   else f(col.data_ptr<int64_t>());
 }
 
+void check_csr(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val) {
+  LSHX_CHECK_CPU(x);
+  LSHX_CHECK_FLOAT(x);
+  TORCH_CHECK(crow.scalar_type() == at::kLong, "csr_linear: crow must be int64");
+  TORCH_CHECK(col.scalar_type() == at::kLong || col.scalar_type() == at::kInt, "csr_linear: col must be int32/64");
+  TORCH_CHECK(val.scalar_type() == x.scalar_type(), "csr_linear: values and x dtypes differ");
+  TORCH_CHECK(col.numel() == val.numel(), "csr_linear: col and val lengths differ");
+}
+
+}  // namespace
+
 // (rows x Bp) = CSR (rows x cols) applied to the batch-last xt (cols x Bp).
 at::Tensor spmm_batch_last(const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& col,
                            const at::Tensor& val) {
@@ -131,17 +143,6 @@ at::Tensor spmm_batch_last(const at::Tensor& xt, const at::Tensor& crow, const a
   });
   return yt;
 }
-
-void check_csr(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val) {
-  LSHX_CHECK_CPU(x);
-  LSHX_CHECK_FLOAT(x);
-  TORCH_CHECK(crow.scalar_type() == at::kLong, "csr_linear: crow must be int64");
-  TORCH_CHECK(col.scalar_type() == at::kLong || col.scalar_type() == at::kInt, "csr_linear: col must be int32/64");
-  TORCH_CHECK(val.scalar_type() == x.scalar_type(), "csr_linear: values and x dtypes differ");
-  TORCH_CHECK(col.numel() == val.numel(), "csr_linear: col and val lengths differ");
-}
-
-}  // namespace
 
 at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow_, const at::Tensor& col_,
                           const at::Tensor& val_, const c10::optional<at::Tensor>& bias) {
