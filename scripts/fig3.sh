@@ -4,14 +4,8 @@
 # at the scale of scripts/table1.sh (whose seed-0 runs give the 0.67 point).
 # Results: $RUNS (default runs)/fig3/*.json; figure: python scripts/fig3_summary.py
 set -euo pipefail
-# On a GPU: RUNS=runs-gpu DEVICE=cuda WORKERS=1 PRESET=small MAX_BATCHES=0 (0: whole epochs) bash scripts/...
-R=${RUNS:-runs}  # results folder: use another one for GPU runs
-DEVICE=${DEVICE:-cpu} WORKERS=${WORKERS:-2} PRESET=${PRESET:-small} MAX_BATCHES=${MAX_BATCHES:-150}
-CAP=$([ "$MAX_BATCHES" = 0 ] || echo "--max-batches $MAX_BATCHES")
-COMMON="--preset $PRESET --n 8 --e0 2 --ei 1 --final-epochs 5 $CAP --device $DEVICE --executor process --workers $WORKERS"
-TRAIN="--preset $PRESET --epochs 5 $CAP --device $DEVICE"
+. "$(dirname "$0")/study_settings.sh"
 mkdir -p $R/fig3
-SELFISH="--init uniform --death magnitude --growth random --redistribution none --death-rate 0.8"
 seed=0
 for ratio in 0.5 0.6 0.7 0.8; do
   density=$(python -c "print(round(1 - $ratio, 2))")
