@@ -30,18 +30,19 @@ test: $(STAMP)
 
 # Compiles every .cu with nvcc (sm_90, the H100's, so the cooperative kernel is checked for
 # the card it targets), then syntax-checks the ATen bindings (csrc/cuda/*.cpp) against the
-# CUDA runtime headers and the torch headers of .venv. A CPU torch wheel lacks one generated
+# CUDA runtime headers nvcc itself uses (asked with --dryrun: nvcc may be a wrapper) and
+# the torch headers of .venv. A CPU torch wheel lacks one generated
 # c10/cuda header (build flags only); a one-line stand-in is made for it under build/.
 NVCC_INC := build/nvcc-check-include
 nvcc-check: $(STAMP)
 	@for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; nvcc -std=c++17 -arch=sm_90 -c $$f -o /dev/null || exit 1; done
 	@T=$$($(BIN)/python -c "import torch, os; print(os.path.dirname(torch.__file__))"); \
-	CUDA_INC=$$(dirname $$(dirname $$(command -v nvcc)))/include; \
+	CUDA_INC=$$(nvcc --dryrun -x cu -E /dev/null -o /dev/null 2>&1 | sed -n 's/.*INCLUDES="\([^"]*\)".*/\1/p' | head -1); \
 	mkdir -p $(NVCC_INC)/c10/cuda/impl; \
 	test -f $$T/include/c10/cuda/impl/cuda_cmake_macros.h || echo '#pragma once' > $(NVCC_INC)/c10/cuda/impl/cuda_cmake_macros.h; \
 	for f in csrc/cuda/*.cpp; do echo "g++ -fsyntax-only $$f"; \
 	  $${CXX:-g++} -std=c++17 -Wno-c++20-extensions -fsyntax-only -DWITH_CUDA -I$(NVCC_INC) -I$$T/include \
-	    -I$$T/include/torch/csrc/api/include -I$$CUDA_INC $$($(BIN)/python3-config --includes 2>/dev/null || \
+	    -I$$T/include/torch/csrc/api/include $$CUDA_INC $$($(BIN)/python3-config --includes 2>/dev/null || \
 	    $(BIN)/python -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])") $$f || exit 1; done
 
 clean:
