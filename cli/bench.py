@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from lshx.cli.options import echo_json
+from lshx.lyapunov import QR_METHODS
 
 
 @click.group("bench")
@@ -19,7 +20,7 @@ def bench_group():
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--no-reference", is_flag=True, help="Skip the autograd reference (slow at large sizes).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--qr", type=click.Choice(["householder", "cholqr2", "batched"]), default="householder",
+@click.option("--qr", type=click.Choice(QR_METHODS), default="householder",
               show_default=True, help="The re-orthonormalization timed (see lshx ls-compute --qr).")
 @click.option("--json", "as_json", is_flag=True)
 def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, qr, as_json):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from lshx.cli.options import echo_json
-from lshx.lyapunov import IMPLS, PROPAGATE, STATES, WARMUP_MODES
+from lshx.lyapunov import IMPLS, PROPAGATE, QR_METHODS, STATES, WARMUP_MODES
 
 
 @click.command("ls-compute")
@@ -24,7 +24,7 @@ from lshx.lyapunov import IMPLS, PROPAGATE, STATES, WARMUP_MODES
 @click.option("--seed", type=int, default=None, help="Draw windows at random with this seed [default: the first].")
 @click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True)
 @click.option("--reorth-every", type=int, default=1, show_default=True, help="QR every m steps.")
-@click.option("--qr", type=click.Choice(["householder", "cholqr2", "batched"]), default="householder",
+@click.option("--qr", type=click.Choice(QR_METHODS), default="householder",
               show_default=True, help="cholqr2: CholeskyQR2, faster for k << N (Householder when "
               "ill-conditioned); batched: lshx's batched Householder kernel (for CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint, one per line.")

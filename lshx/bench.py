@@ -8,7 +8,7 @@ import torch
 from torch.utils import benchmark
 
 from lshx import ops
-from lshx.lyapunov import LSConfig, _FastLSTM, _Reference
+from lshx.lyapunov import LSConfig, _FastLSTM, _Reference, qr_function
 from lshx.models import LSTMLM
 
 
@@ -46,7 +46,7 @@ def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 
     B = torch.linalg.qr(torch.randn(samples, N, k, device=device))[0].contiguous()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    qr_fn = {"cholqr2": ops.cholqr2, "batched": ops.householder_qr}.get(qr, ops.lyapunov_step)
+    qr_fn = qr_function(qr)
 
     def run_fast():
         with torch.no_grad():

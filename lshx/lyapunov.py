@@ -30,6 +30,11 @@ WARMUP_MODES = ("advance", "orthonormalize")
 QR_METHODS = ("householder", "cholqr2", "batched")
 
 
+def qr_function(method: str):
+    """The op behind an LSConfig.qr name: (K, N, k) -> (Q, log|diag R|)."""
+    return {"cholqr2": ops.cholqr2, "batched": ops.householder_qr}.get(method, ops.lyapunov_step)
+
+
 @dataclass(frozen=True)
 class LSConfig:
     samples: int = 2
@@ -288,7 +293,7 @@ def run_spectrum(stepper, state, tokens: torch.Tensor, N: int, k: int, cfg: LSCo
     device = tokens.device
     B = torch.eye(N, k, dtype=dtype, device=device).expand(K, N, k).contiguous()
     acc = torch.zeros(K, k, dtype=dtype, device=device)
-    qr = {"cholqr2": ops.cholqr2, "batched": ops.householder_qr}.get(cfg.qr, ops.lyapunov_step)
+    qr = qr_function(cfg.qr)
     for t in range(total):
         tok = tokens[:, t]
         if t < W and cfg.warmup_mode == "advance":
