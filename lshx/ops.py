@@ -205,10 +205,13 @@ if HAS_EXTENSION:
         K, G, H = coef.shape
         return w.new_empty((K, H, w.shape[1]))
 
-    @torch.library.register_fake("lshx::lyapunov_step")
-    def _(jb):
+    def _qr_fake(jb):
         K, N, k = jb.shape
         return jb.new_empty((K, N, k)), jb.new_empty((K, k))
+
+    # lyapunov_step, cholqr2 and householder_qr all map (K, N, k) to (Q, log|diag R|)
+    for _name in ("lyapunov_step", "cholqr2", "householder_qr"):
+        torch.library.register_fake(f"lshx::{_name}")(_qr_fake)
 
 
 # ----------------------------------------------------------------------------- CSR path
@@ -242,7 +245,6 @@ class CSRStructure:
         self.col = (flat % m.shape[1]).to(self._index)
         counts = m.sum(1).to(torch.long)
         self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self.density = flat.numel() / max(m.numel(), 1)
         self._transposed = None
 
     def transposed(self):
@@ -259,6 +261,16 @@ class CSRStructure:
 def csr_structure(mask: torch.Tensor) -> CSRStructure:
     """Cached per mask object: the DST engine replaces masks at each topology update."""
     return _cached("csr", (mask,), lambda: CSRStructure(mask))
+
+
+def _csr_values(weight: torch.Tensor, mask: torch.Tensor, s: CSRStructure) -> torch.Tensor:
+    """The weight's values at the mask's nonzeros (CSR order), cached per (weight, mask) version."""
+    return _cached("csr-values", (weight, mask), lambda: weight.detach().flatten()[s.gather])
+
+
+def mask_density(mask: torch.Tensor) -> float:
+    """Fraction of nonzeros, cached per mask version (cheaper than building the CSR structure)."""
+    return _cached("density", (mask,), lambda: int(mask.count_nonzero()) / max(mask.numel(), 1))
 
 
 def csr_linear_ref(x, crow, col, val, out_features, bias=None):
@@ -306,8 +318,7 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         return csr_linear_ref(x, s.crow, s.col, val, weight.shape[0], bias)
     if _needs_grad(x, weight, bias):
         return _CSRLinear.apply(x, weight, mask, bias)
-    val = _cached("csr-values", (weight, mask), lambda: weight.detach().flatten()[s.gather])
-    return torch.ops.lshx.csr_linear(x, s.crow, s.col, val, bias)
+    return torch.ops.lshx.csr_linear(x, s.crow, s.col, _csr_values(weight, mask, s), bias)
 
 
 def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -321,7 +332,7 @@ def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
         limit = CUDA_CSR_MAX_DENSITY
     else:
         return False
-    return csr_structure(mask).density <= limit
+    return mask_density(mask) <= limit
 
 
 # ----------------------------------------------------------------------------- CholeskyQR2
@@ -369,9 +380,8 @@ def lstm_recurrence(xproj: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_h
     """(out (T, B, H), h_T, c_T) of one LSTM layer with W_hh * mask in CSR form, no autograd.
     xproj (T, B, 4H) = x @ W_ih^T + b_ih + b_hh."""
     s = csr_structure(mask)
-    val = _cached("csr-values", (w_hh, mask), lambda: w_hh.detach().flatten()[s.gather])
     if _native():
-        return torch.ops.lshx.lstm_recurrence(xproj, h0, c0, s.crow, s.col, val)
+        return torch.ops.lshx.lstm_recurrence(xproj, h0, c0, s.crow, s.col, _csr_values(w_hh, mask, s))
     return lstm_recurrence_ref(xproj, h0, c0, w_hh.detach() * mask_as(mask, w_hh.dtype))
 
 
@@ -383,15 +393,10 @@ def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], need
         limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= CSR_MIN_NUMEL else None
     else:
         limit = PERSISTENT_MAX_DENSITY if w_hh.device.type == "cuda" else None
-    return limit is not None and csr_structure(mask).density <= limit
+    return limit is not None and mask_density(mask) <= limit
 
 
 if HAS_EXTENSION:
-
-    @torch.library.register_fake("lshx::householder_qr")
-    def _(a):
-        K, N, k = a.shape
-        return a.new_empty((K, N, k)), a.new_empty((K, k))
 
     @torch.library.register_fake("lshx::lstm_recurrence")
     def _(xproj, h0, c0, crow, col, val):
@@ -405,8 +410,3 @@ if HAS_EXTENSION:
     @torch.library.register_fake("lshx::csr_linear_backward")
     def _(grad, x, crow, col, val, tcrow, tcol, tperm):
         return x.new_empty(x.shape), x.new_empty((crow.shape[0] - 1, x.shape[-1]))
-
-    @torch.library.register_fake("lshx::cholqr2")
-    def _(a):
-        K, N, k = a.shape
-        return a.new_empty((K, N, k)), a.new_empty((K, k))
