@@ -19,31 +19,33 @@
 namespace lshx {
 namespace {
 
-// Y[o, :Bp] = sum_p V[p] * X[col[p], :Bp] for the rows o of [b, e), the batch in chunks of
-// W lanes (W a compile-time width, so the accumulators live in registers).
+// y[0:W] = sum_{p in [p0, p1)} V[p] * X[col[p], q0:q0+W]: one output row, W batch lanes, W
+// a compile-time width so the accumulators live in registers.
 template <int W, typename scalar_t, typename index_t>
-__attribute__((always_inline)) inline void spmm_rows(const scalar_t* X, const int64_t* R, const index_t* C, const scalar_t* V, scalar_t* Y,
-                      int64_t Bp, int64_t b, int64_t e) {
+__attribute__((always_inline)) inline void spmm_chunk(const scalar_t* __restrict__ X, int64_t p0, int64_t p1,
+                                                      const index_t* __restrict__ C,
+                                                      const scalar_t* __restrict__ V, scalar_t* __restrict__ y,
+                                                      int64_t Bp, int64_t q0) {
+  scalar_t acc[W] = {};
+  for (int64_t p = p0; p < p1; ++p) {
+    const scalar_t v = V[p];
+    const scalar_t* xr = X + static_cast<int64_t>(C[p]) * Bp + q0;
+    for (int q = 0; q < W; ++q) acc[q] += v * xr[q];
+  }
+  for (int q = 0; q < W; ++q) y[q] = acc[q];
+}
+
+// The rows o of [b, e), the batch in chunks of 16 lanes, then 8 (Bp is a multiple of 8):
+// wider register tiles spill (measured: 24 or 32 lanes at once ran 6x slower than 16 at
+// 6000x1500, density 0.1).
+template <typename scalar_t, typename index_t>
+__attribute__((always_inline)) inline void spmm_rows(const scalar_t* X, const int64_t* R, const index_t* C,
+                                                     const scalar_t* V, scalar_t* Y, int64_t Bp, int64_t b,
+                                                     int64_t e) {
   for (int64_t o = b; o < e; ++o) {
     int64_t q0 = 0;
-    for (; q0 + W <= Bp; q0 += W) {
-      scalar_t acc[W] = {};
-      for (int64_t p = R[o]; p < R[o + 1]; ++p) {
-        const scalar_t v = V[p];
-        const scalar_t* xr = X + static_cast<int64_t>(C[p]) * Bp + q0;
-        for (int q = 0; q < W; ++q) acc[q] += v * xr[q];
-      }
-      for (int q = 0; q < W; ++q) Y[o * Bp + q0 + q] = acc[q];
-    }
-    for (; q0 < Bp; q0 += 8) {  // the rest, 8 lanes at a time (Bp is a multiple of 8)
-      scalar_t acc[8] = {};
-      for (int64_t p = R[o]; p < R[o + 1]; ++p) {
-        const scalar_t v = V[p];
-        const scalar_t* xr = X + static_cast<int64_t>(C[p]) * Bp + q0;
-        for (int q = 0; q < 8; ++q) acc[q] += v * xr[q];
-      }
-      for (int q = 0; q < 8; ++q) Y[o * Bp + q0 + q] = acc[q];
-    }
+    for (; q0 + 16 <= Bp; q0 += 16) spmm_chunk<16>(X, R[o], R[o + 1], C, V, Y + o * Bp + q0, Bp, q0);
+    for (; q0 < Bp; q0 += 8) spmm_chunk<8>(X, R[o], R[o + 1], C, V, Y + o * Bp + q0, Bp, q0);
   }
 }
 
@@ -70,20 +72,11 @@ __attribute__((always_inline)) inline void sddmm_rows(const scalar_t* X, const s
   }
 }
 
-// The batch in chunks of 16 lanes, then 8: wider register tiles spill (measured: 24 or 32
-// lanes at once ran 6x slower than 16 at 6000x1500, density 0.1).
-template <typename scalar_t, typename index_t>
-__attribute__((always_inline)) inline void spmm_any(const scalar_t* X, const int64_t* R, const index_t* C,
-                                                    const scalar_t* V, scalar_t* Y, int64_t Bp, int64_t b,
-                                                    int64_t e) {
-  spmm_rows<16>(X, R, C, V, Y, Bp, b, e);
-}
-
 // The float32 kernels twice: an AVX2/FMA clone and the baseline one.
 template <typename index_t>
 __attribute__((target("avx2,fma"))) void spmm_f32_avx2(const float* X, const int64_t* R, const index_t* C,
                                                        const float* V, float* Y, int64_t Bp, int64_t b, int64_t e) {
-  spmm_any(X, R, C, V, Y, Bp, b, e);
+  spmm_rows(X, R, C, V, Y, Bp, b, e);
 }
 template <typename index_t>
 __attribute__((target("avx2,fma"))) void sddmm_f32_avx2(const float* X, const float* Yg, const int64_t* R,
@@ -95,14 +88,6 @@ __attribute__((target("avx2,fma"))) void sddmm_f32_avx2(const float* X, const fl
 bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
-}
-
-// (in x Bp) transposed copy of a (B x in) matrix, the batch zero-padded to a multiple of 8.
-at::Tensor batch_last(const at::Tensor& x2) {
-  const int64_t B = x2.size(0), Bp = (B + 7) / 8 * 8;
-  auto xt = at::zeros({x2.size(1), Bp}, x2.options());
-  xt.narrow(1, 0, B).copy_(x2.t());
-  return xt;
 }
 
 template <typename F>
@@ -122,6 +107,13 @@ void check_csr(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& co
 
 }  // namespace
 
+at::Tensor batch_last(const at::Tensor& x2) {
+  const int64_t B = x2.size(0), Bp = (B + 7) / 8 * 8;
+  auto xt = at::zeros({x2.size(1), Bp}, x2.options());
+  xt.narrow(1, 0, B).copy_(x2.t());
+  return xt;
+}
+
 // (rows x Bp) = CSR (rows x cols) applied to the batch-last xt (cols x Bp).
 at::Tensor spmm_batch_last(const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& col,
                            const at::Tensor& val) {
@@ -137,7 +129,7 @@ at::Tensor spmm_batch_last(const at::Tensor& xt, const at::Tensor& crow, const a
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (has_avx2()) return spmm_f32_avx2(X, R, C, V, Y, Bp, b, e);
         }
-        spmm_any(X, R, C, V, Y, Bp, b, e);
+        spmm_rows(X, R, C, V, Y, Bp, b, e);
       });
     });
   });

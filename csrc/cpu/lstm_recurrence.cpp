@@ -33,10 +33,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(const at::Ten
               "lstm_recurrence: col must be int32/64");
   TORCH_CHECK(val_.scalar_type() == xproj_.scalar_type(), "lstm_recurrence: values and xproj dtypes differ");
   auto xproj = xproj_.contiguous(), crow = crow_.contiguous(), col = col_.contiguous(), val = val_.contiguous();
-  const int64_t Bp = (B + 7) / 8 * 8;
   // h_{t-1} batch-last (H x Bp, padding lanes zero) for the SpMM; c in (B, H) order
-  auto ht = at::zeros({H, Bp}, xproj.options());
-  ht.narrow(1, 0, B).copy_(h0_.t());
+  auto ht = batch_last(h0_.to(xproj.scalar_type()));
+  const int64_t Bp = ht.size(1);
   auto c = c0_.contiguous().clone();
   auto out = at::empty({T, B, H}, xproj.options());
   for (int64_t t = 0; t < T; ++t) {
