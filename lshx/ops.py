@@ -385,9 +385,10 @@ def lstm_recurrence(xproj: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_h
     return lstm_recurrence_ref(xproj, h0, c0, w_hh.detach() * mask_as(mask, w_hh.dtype))
 
 
-def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], needs_grad: bool) -> bool:
-    """Whether an LSTM layer's inference goes through lstm_recurrence (see the limits above)."""
-    if mask is None or needs_grad or not _native():
+def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], *inputs: torch.Tensor) -> bool:
+    """Whether an LSTM layer's inference goes through lstm_recurrence (see the limits above):
+    never when W_hh or any of the layer's `inputs` needs a gradient (the op has no backward)."""
+    if mask is None or _needs_grad(w_hh, *inputs) or not _native():
         return False
     if w_hh.device.type == "cpu":
         limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= CSR_MIN_NUMEL else None

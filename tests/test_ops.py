@@ -300,14 +300,15 @@ def test_lstm_model_persistent_path_matches(monkeypatch):
 
 def test_sparse_recurrence_is_chosen_where_measured_faster():
     """CPU: only large W_hh (>= CSR_MIN_NUMEL) at density <= RECURRENCE_CPU_MAX_DENSITY, and
-    never when a gradient is needed."""
+    never when a gradient is needed, of W_hh or of an input."""
     big = torch.empty(4 * 600, 600)  # 1.44M weights
     sparse = torch.zeros(big.shape, dtype=torch.bool)
     sparse.view(-1)[:int(0.05 * big.numel())] = True
     dense_ish = torch.ones(big.shape, dtype=torch.bool)
-    assert ops.use_sparse_recurrence(big, sparse, needs_grad=False)
-    assert not ops.use_sparse_recurrence(big, sparse, needs_grad=True)
-    assert not ops.use_sparse_recurrence(big, dense_ish, needs_grad=False)
-    assert not ops.use_sparse_recurrence(big, None, needs_grad=False)
+    assert ops.use_sparse_recurrence(big, sparse)
+    assert not ops.use_sparse_recurrence(big.clone().requires_grad_(), sparse)
+    assert not ops.use_sparse_recurrence(big, sparse, torch.zeros(3, requires_grad=True))
+    assert not ops.use_sparse_recurrence(big, dense_ish)
+    assert not ops.use_sparse_recurrence(big, None)
     small = torch.empty(4 * 200, 200)
-    assert not ops.use_sparse_recurrence(small, torch.zeros(small.shape, dtype=torch.bool), needs_grad=False)
+    assert not ops.use_sparse_recurrence(small, torch.zeros(small.shape, dtype=torch.bool))

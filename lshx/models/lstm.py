@@ -52,7 +52,7 @@ class StackedLSTM(nn.Module):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
             xp = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih)  # all timesteps at once
             m_hh = masks.get(f"weight_hh_l{k}")
-            if ops.use_sparse_recurrence(w_hh, m_hh, torch.is_grad_enabled() and w_hh.requires_grad):
+            if ops.use_sparse_recurrence(w_hh, m_hh, xp, b_hh, h0[k], c0[k]):
                 inp, h, c = ops.lstm_recurrence(xp + b_hh, h0[k], c0[k], w_hh, m_hh)
             else:
                 w_hh = ops.masked_weight(w_hh, m_hh)  # once per sequence
