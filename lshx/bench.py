@@ -169,54 +169,47 @@ def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str =
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if path == "auto":
         path = "csr" if ops.use_csr(x, w.requires_grad_(train), m) else "dense"
-    lshx_fn = ops.csr_linear if path == "csr" else ops.masked_linear
-    if path == "dense":
-        saved = ops.CSR_MAX_DENSITY, ops.CSR_TRAIN_MAX_DENSITY
-        ops.CSR_MAX_DENSITY = ops.CSR_TRAIN_MAX_DENSITY = -1.0
-    try:
-        if train:
-            w.requires_grad_(True)
-            wm.requires_grad_(True)
-            x.requires_grad_(True)
-            gy = torch.randn(batch, out_f, generator=g).to(device)
+    lshx_fn = ops.csr_linear if path == "csr" else ops.masked_linear_dense
+    if train:
+        w.requires_grad_(True)
+        wm.requires_grad_(True)
+        x.requires_grad_(True)
+        gy = torch.randn(batch, out_f, generator=g).to(device)
+        ref = torch.nn.functional.linear(x, wm)
+        gx_ref, = torch.autograd.grad(ref, x, gy)
+        got = lshx_fn(x, w, m)
+        gx_got, gw_got = torch.autograd.grad(got, (x, w), gy)
+        gw_ref = (gy.t() @ x.detach()) * m
+        ref, got = ref.detach(), got.detach()
+        err = max(float((ref - got).abs().max() / ref.abs().max()),
+                  float((gx_ref - gx_got).abs().max() / gx_ref.abs().max()),
+                  float(((gw_got * m) - gw_ref).abs().max() / gw_ref.abs().max()))
+
+        def run_ref():
+            torch.autograd.grad(torch.nn.functional.linear(x, wm), (x, wm), gy)
+            sync()
+
+        def run_lshx():
+            torch.autograd.grad(lshx_fn(x, w, m), (x, w), gy)
+            sync()
+    else:
+        with torch.no_grad():
             ref = torch.nn.functional.linear(x, wm)
-            gx_ref, = torch.autograd.grad(ref, x, gy)
             got = lshx_fn(x, w, m)
-            gx_got, gw_got = torch.autograd.grad(got, (x, w), gy)
-            gw_ref = (gy.t() @ x.detach()) * m
-            ref, got = ref.detach(), got.detach()
-            err = max(float((ref - got).abs().max() / ref.abs().max()),
-                      float((gx_ref - gx_got).abs().max() / gx_ref.abs().max()),
-                      float(((gw_got * m) - gw_ref).abs().max() / gw_ref.abs().max()))
+            err = float((ref - got).abs().max() / ref.abs().max())
 
-            def run_ref():
-                torch.autograd.grad(torch.nn.functional.linear(x, wm), (x, wm), gy)
-                sync()
-
-            def run_lshx():
-                torch.autograd.grad(lshx_fn(x, w, m), (x, w), gy)
-                sync()
-        else:
+        def run_ref():
             with torch.no_grad():
-                ref = torch.nn.functional.linear(x, wm)
-                got = lshx_fn(x, w, m)
-                err = float((ref - got).abs().max() / ref.abs().max())
+                torch.nn.functional.linear(x, wm)
+            sync()
 
-            def run_ref():
-                with torch.no_grad():
-                    torch.nn.functional.linear(x, wm)
-                sync()
-
-            def run_lshx():
-                with torch.no_grad():
-                    lshx_fn(x, w, m)
-                sync()
-        if err > 1e-4:
-            raise AssertionError(f"masked_linear differs from the dense reference by {err:.2e}")
-        ref_ms, lshx_ms = _time_ms(run_ref, 0.5), _time_ms(run_lshx, 0.5)
-    finally:
-        if path == "dense":
-            ops.CSR_MAX_DENSITY, ops.CSR_TRAIN_MAX_DENSITY = saved
+        def run_lshx():
+            with torch.no_grad():
+                lshx_fn(x, w, m)
+            sync()
+    if err > 1e-4:
+        raise AssertionError(f"masked_linear differs from the dense reference by {err:.2e}")
+    ref_ms, lshx_ms = _time_ms(run_ref, 0.5), _time_ms(run_lshx, 0.5)
     kind = "fwd+bwd" if train else "inference"
     return {"name": f"matmul {kind} {out_f}x{in_f} B={batch} d={density:g}", "ref_ms": ref_ms,
             "lshx_ms": lshx_ms, "ratio": ref_ms / lshx_ms, "path": path, "max_rel_err": err, "device": device}

@@ -67,10 +67,17 @@ def masked_linear_ref(x, weight, mask, bias=None):
 
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it)."""
+    """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it),
+    except on the CSR path, taken where use_csr says it is faster."""
+    if _native() and use_csr(x, weight, mask):
+        return csr_linear(x, weight, mask, bias)
+    return masked_linear_dense(x, weight, mask, bias)
+
+
+def masked_linear_dense(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """masked_linear without the CSR path: a dense GEMM on the masked weight."""
     if _native():
-        if use_csr(x, weight, mask):
-            return csr_linear(x, weight, mask, bias)
         if not _needs_grad(x, weight, bias):  # inference: the masked weight is cached
             return F.linear(x, _cached_masked(weight, mask), bias)
         return torch.ops.lshx.masked_linear(x, weight, mask, bias)
