@@ -14,8 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from scipy.stats import spearmanr
 
-from lshx.search import jobs as J
-from lshx.search.executors import Executor, run_all
+from lshx.search.executors import Executor
 from lshx.search.lsh import Search, SearchConfig, distances, run_search
 from lshx.search.rundb import RunDB
 
@@ -51,7 +50,7 @@ def correlation_study(cfg: SearchConfig, db_path, executor: Executor, name: str,
         search = Search(cfg, db, executor, name, quiet=True)
         cands = {c["cid"]: c for c in db.candidates(name)}
         ids = sorted(c for c in cands if cands[c]["origin"] != "dense")
-        tests = run_all(executor, J.test_perplexity, [search._job(cands[c], 0) for c in ids])
+        tests = search.test_perplexities([cands[c] for c in ids])
         final = dict(zip(ids, tests))
         dense_ev = search.evals(cands[Search.DENSE])
         cand_ev = {c: search.evals(cands[c]) for c in ids}

@@ -213,6 +213,18 @@ class Search:
         return {"key": cand["eval_key"], "train": self.train_config(cfg).to_dict(), "ls": self.ls_config(),
                 "target": target, "dir": cand["ckpt_dir"], "threads": self.ex.threads_per_job}
 
+    def test_perplexities(self, cands: List[dict]) -> List[float]:
+        """Test perplexity of each candidate's best-validation checkpoint. Trained runs are
+        shared across a DB's searches, so a checkpoint may predate this process: a missing
+        one (the DB was moved without its runs folder) is said in one line."""
+        for cand in cands:
+            ck = Path(cand["ckpt_dir"]) / "best.pt"
+            if not ck.exists():
+                raise CheckpointError(f"the run DB {self.db.path} records candidate {cand['cid']} as trained, but "
+                                      f"its checkpoint {ck} is missing: keep {self.ckpt_root.name}/ next to the "
+                                      f"DB, or start from a new DB")
+        return run_all(self.ex, J.test_perplexity, [self._job(c, 0) for c in cands])
+
     def advance(self, cids: List[int], target: int, what: str) -> None:
         """Brings candidates to `target` epochs (skipping what is done) and stores their evals."""
         cands = {c["cid"]: c for c in self.db.candidates(self.name)}
@@ -319,14 +331,7 @@ class Search:
 
         ranked = sorted(finalists, key=lambda x: (best_val(x), x))
         best = ranked[0]
-        for cid in (best, self.DENSE):  # shared across the DB's searches: may predate this run
-            ck = Path(cands[cid]["ckpt_dir"]) / "best.pt"
-            if not ck.exists():
-                raise CheckpointError(f"the run DB {self.db.path} records candidate {cid} as trained, but its "
-                                      f"checkpoint {ck} is missing: keep {self.ckpt_root.name}/ next to the DB, "
-                                      f"or start from a new DB")
-        tests = run_all(self.ex, J.test_perplexity,
-                        [self._job(cands[best], 0), self._job(cands[self.DENSE], 0)])
+        tests = self.test_perplexities([cands[best], cands[self.DENSE]])
         for x in finalists:
             self.db.set_status(self.name, x, "final")
         self.db.set_status(self.name, best, "best")
