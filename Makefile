@@ -28,14 +28,15 @@ test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
 
-# Compiles every .cu with nvcc (sm_90, the H100's, so the cooperative kernel is checked for
+# Compiles every .cu with nvcc and the build's own flags (csrc/cuda/nvcc.flags, which setup.py
+# reads too) for sm_90 ( the H100's, so the cooperative kernel is checked for
 # the card it targets), then syntax-checks the ATen bindings (csrc/cuda/*.cpp) against the
 # CUDA runtime headers nvcc itself uses (asked with --dryrun: nvcc may be a wrapper) and
 # the torch headers of .venv. A CPU torch wheel lacks one generated
 # c10/cuda header (build flags only); a one-line stand-in is made for it under build/.
 NVCC_INC := build/nvcc-check-include
 nvcc-check: $(STAMP)
-	@for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; nvcc -std=c++17 -arch=sm_90 -c $$f -o /dev/null || exit 1; done
+	@for f in csrc/cuda/*.cu; do echo "nvcc -c $$f"; nvcc $$(cat csrc/cuda/nvcc.flags) -arch=sm_90 -c $$f -o /dev/null || exit 1; done
 	@T=$$($(BIN)/python -c "import torch, os; print(os.path.dirname(torch.__file__))"); \
 	CUDA_INC=$$(nvcc --dryrun -x cu -E /dev/null -o /dev/null 2>&1 | sed -n 's/.*INCLUDES="\([^"]*\)".*/\1/p' | head -1); \
 	mkdir -p $(NVCC_INC)/c10/cuda/impl; \

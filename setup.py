@@ -22,6 +22,13 @@ def want_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
+def nvcc_flags() -> list:
+    """The nvcc flags, shared with `make nvcc-check` (csrc/cuda/nvcc.flags). No --use_fast_math:
+    its approximate tanh/exp/division differ from the CPU ops by more than the tests allow."""
+    with open(os.path.join(HERE, "csrc", "cuda", "nvcc.flags")) as f:
+        return f.read().split()
+
+
 def extension():
     cpu_sources = ["csrc/lshx.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # at::parallel_for is an inline OpenMP loop: without -fopenmp it silently runs serially
@@ -31,7 +38,7 @@ def extension():
         sources = cpu_sources + sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu"))
         return CUDAExtension(
             "lshx._C", sources, define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()},
             extra_link_args=link,
         )
     return CppExtension("lshx._C", cpu_sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)

@@ -215,25 +215,113 @@ def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str =
             "lshx_ms": lshx_ms, "ratio": ref_ms / lshx_ms, "path": path, "max_rel_err": err, "device": device}
 
 
+class SelfishLSTMLM(torch.nn.Module):
+    """Selfish-RNN's model for `bench train-epoch`: one dense torch.nn.LSTM (a single flat
+    weight buffer, cuDNN's fast path) between an embedding and a decoder, dropout as lshx's."""
+
+    def __init__(self, vocab: int, emb: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Embedding(vocab, emb)
+        self.rnn = torch.nn.LSTM(emb, hidden, layers, dropout=dropout)
+        self.decoder = torch.nn.Linear(hidden, vocab)
+        self.dropout = dropout
+
+    def forward(self, ids, state):
+        F = torch.nn.functional
+        out, state = self.rnn(F.dropout(self.encoder(ids), self.dropout, self.training), state)
+        return self.decoder(F.dropout(out, self.dropout, self.training)), state
+
+
+def _selfish_batch_ms(cfg, corpus, batches: int, masked: bool, seed: int) -> float:
+    """ms per training batch of SelfishLSTMLM: plain SGD with clipping of the dense gradient,
+    then (masked) the masks re-applied to the weights after each step, in place (mul_ keeps
+    the parameters views of the flat buffer; Selfish-RNN's `.data = .data * mask` would not,
+    and cuDNN would copy the weights on every call: this is the stronger baseline)."""
+    from lshx.data import batchify, bptt_windows
+    from lshx.sparse.densities import layer_counts, random_mask
+
+    F = torch.nn.functional
+    torch.manual_seed(seed)
+    m = cfg.model
+    model = SelfishLSTMLM(len(corpus.vocab), m["emb_size"], m["hidden_size"], m["num_layers"],
+                          m["dropout"]).to(cfg.device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
+    masks = {}
+    if masked:
+        names = [n for n, p in model.named_parameters() if p.dim() == 2]
+        params = dict(model.named_parameters())
+        counts = layer_counts({n: tuple(params[n].shape) for n in names}, cfg.dst.density, cfg.dst.init)
+        gen = torch.Generator().manual_seed(seed)
+        masks = {params[n]: random_mask(params[n].shape, counts[n], gen).to(cfg.device, params[n].dtype)
+                 for n in names}
+    data = batchify(corpus.train, cfg.batch_size).to(cfg.device)
+
+    def run(n: int) -> None:
+        model.train()
+        state = None
+        for x, y in bptt_windows(data, cfg.bptt, n):
+            state = None if state is None else tuple(t.detach() for t in state)
+            opt.zero_grad(set_to_none=True)
+            logits, state = model(x, state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            with torch.no_grad():
+                for p, mk in masks.items():
+                    p.mul_(mk)
+            loss.item()  # the trainer reads the loss every batch too
+
+    return _timed_batches(run, batches, cfg.device)
+
+
+def _timed_batches(run: Callable[[int], object], batches: int, device: str) -> float:
+    run(1)  # warm up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run(batches)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0) / batches
+
+
+def _trainer_batch_ms(cfg, corpus, batches: int, fused: bool) -> float:
+    from lshx.train import Trainer
+
+    tr = Trainer(cfg, corpus=corpus, quiet=True, progress=False)
+    if hasattr(tr.model.rnn, "fused"):
+        tr.model.rnn.fused = fused
+
+    def run(n: int) -> None:
+        tr.cfg.max_batches = n
+        tr.train_epoch()
+
+    return _timed_batches(run, batches, cfg.device)
+
+
 def train_epoch_case(task: str, preset: str, density: float, batches: int, seed: int = 0,
                      device: str = "cpu") -> dict:
-    """ms per training batch of a masked model (density d) against the same model dense."""
-    from lshx.train import TrainConfig, Trainer
+    """ms per training batch, on the same batches of PTB-16%: `dense_ms` the model without
+    masks; `lshx_ms` lshx's sparse training (the fused recurrence); `loop_ms` the same through
+    the per-step reference loop; for ptb-lstm also `selfish_ms`, Selfish-RNN's way (a dense
+    torch.nn.LSTM whose weights are re-masked after each step). ratio = selfish_ms / lshx_ms
+    (ptb-lstm) or loop_ms / lshx_ms (ptb-rhn, which has no Selfish-style counterpart here)."""
+    from lshx.data import load_corpus
+    from lshx.train import TrainConfig
+
+    corpus = load_corpus(None)
+
+    def config(d: float):
+        return TrainConfig.from_preset(task, preset, epochs=2, max_batches=batches, seed=seed,
+                                       eval_max_batches=1, device=device, dst={"density": d})
 
     out = {"name": f"train {task} {preset} d={density:g} ({batches} batches)", "device": device}
-    for label, d in (("ref", 1.0), ("lshx", density)):
-        cfg = TrainConfig.from_preset(task, preset, epochs=2, max_batches=batches, seed=seed,
-                                      eval_max_batches=1, device=device, dst={"density": d})
-        tr = Trainer(cfg, quiet=True, progress=False)
-        tr.cfg.max_batches = 1
-        tr.train_epoch()  # warm up
-        tr.cfg.max_batches = batches
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        tr.train_epoch()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        out[f"{label}_ms"] = 1000 * (time.perf_counter() - t0) / batches
-    out["ratio"] = out["ref_ms"] / out["lshx_ms"]
+    out["dense_ms"] = _trainer_batch_ms(config(1.0), corpus, batches, fused=True)
+    if task == "ptb-lstm":
+        out["selfish_ms"] = _selfish_batch_ms(config(density), corpus, batches, masked=True, seed=seed)
+    out["lshx_ms"] = _trainer_batch_ms(config(density), corpus, batches, fused=True)
+    out["loop_ms"] = _trainer_batch_ms(config(density), corpus, batches, fused=False)
+    out["loop_over_lshx"] = out["loop_ms"] / out["lshx_ms"]
+    out["ratio"] = out["selfish_ms"] / out["lshx_ms"] if task == "ptb-lstm" else out["loop_over_lshx"]
     return out

@@ -94,3 +94,166 @@ def test_lstm_recurrence_cuda_matches_cpu(H, batch):
     got = ops.lstm_recurrence(xp.cuda(), h0.cuda(), c0.cuda(), w.cuda(), m.cuda())
     for a, b in zip(got, want):
         torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- cases of shared/reviews/cuda.md
+two_gpus = pytest.mark.skipif(not (cuda_ok and torch.cuda.device_count() > 1), reason="needs two GPUs")
+
+
+def test_lstm_recurrence_cuda_zero_steps_returns_the_initial_state():
+    H, B = 16, 3
+    w, m = torch.randn(4 * H, H).cuda(), (torch.rand(4 * H, H) < 0.3).cuda()
+    h0, c0 = torch.randn(B, H).cuda(), torch.randn(B, H).cuda()
+    out, h, c = ops.lstm_recurrence(torch.empty(0, B, 4 * H).cuda(), h0, c0, w, m)
+    assert out.shape == (0, B, H)
+    torch.testing.assert_close(h, h0, rtol=0, atol=0)
+    torch.testing.assert_close(c, c0, rtol=0, atol=0)
+
+
+# density 0.33 at H = 1500: the weights of a block fit in shared memory (~188 KB); 0.5 does
+# not (the global-memory path); B = 350 puts several batch rows on each warp
+@pytest.mark.parametrize("H,batch,density", [(1500, 20, 0.33), (1500, 20, 0.5), (1500, 350, 0.33)])
+def test_lstm_recurrence_cuda_paper_size(H, batch, density):
+    torch.manual_seed(0)
+    T = 5
+    w = torch.randn(4 * H, H) / H ** 0.5
+    m = torch.rand(4 * H, H) < density
+    xp, h0, c0 = torch.randn(T, batch, 4 * H), torch.randn(batch, H), torch.randn(batch, H)
+    want = ops.lstm_recurrence_ref(xp.double(), h0.double(), c0.double(), (w * m).double())
+    got = ops.lstm_recurrence(xp.cuda(), h0.cuda(), c0.cuda(), w.cuda(), m.cuda())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu().double(), b, atol=1e-4, rtol=1e-4)
+
+
+def test_lstm_recurrence_cuda_checks_shapes_and_devices():
+    H, B, T = 8, 2, 3
+    m = torch.rand(4 * H, H) < 0.5
+    s = ops.csr_structure(m.cuda())
+    val = torch.randn(s.col.numel()).cuda()
+    xp, h0, c0 = torch.randn(T, B, 4 * H).cuda(), torch.randn(B, H).cuda(), torch.randn(B, H).cuda()
+    with pytest.raises(RuntimeError, match="h0 and c0"):
+        torch.ops.lshx.lstm_recurrence(xp, h0[:1], c0, s.crow, s.col, val)
+    with pytest.raises(RuntimeError, match="is on cpu"):
+        torch.ops.lshx.lstm_recurrence(xp, h0, c0, s.crow.cpu(), s.col, val)
+
+
+def test_row_combine_cuda_rectangular_and_large():
+    w, coef = torch.randn(4 * 16, 24), torch.randn(3, 4, 16)  # M != H: the w_ih blocks
+    torch.testing.assert_close(ops.row_combine(w.cuda(), coef.cuda()).cpu(), ops.row_combine(w, coef),
+                               atol=1e-4, rtol=1e-4)
+    w, coef = torch.randn(2 * 1500, 3000), torch.randn(4, 2, 1500)  # K*H*M = 18M > 65535 * 256
+    torch.testing.assert_close(ops.row_combine(w.cuda(), coef.cuda()).cpu(), ops.row_combine(w, coef),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="diag"):
+        torch.ops.lshx.row_combine(torch.randn(32, 16).cuda(), torch.randn(3, 2, 16).cuda(),
+                                   torch.randn(2, 16).cuda())
+
+
+def test_lyapunov_step_cuda_refuses_k_above_n():
+    with pytest.raises(RuntimeError, match="k must not exceed N"):
+        torch.ops.lshx.lyapunov_step(torch.randn(2, 4, 6).cuda())
+
+
+def test_apply_mask_cuda_agrees_with_cpu_on_nan_and_large_n():
+    n = 4100  # n * n = 16.81M weights: more than one pass of the grid-stride loop
+    torch.manual_seed(0)
+    w, m = torch.randn(n, n), torch.rand(n, n) < 0.3
+    w[3, :7] = float("nan")
+    m[3, :5] = False  # masked NaNs stay NaN (w * mask), as on the CPU
+    x = torch.eye(n)  # y = (W * M)^T exactly: one product by 1.0 per output
+    want = ops.masked_linear(x, w, m)
+    got = ops.masked_linear(x.cuda(), w.cuda(), m.cuda()).cpu()
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(got[:, 3]).all()
+    with pytest.raises(RuntimeError, match="is on cpu"):
+        torch.ops.lshx.masked_linear(x[:2].cuda(), w.cuda(), m, None)
+
+
+def _householder_float_floor_ref(a):
+    """log|R_jj| from a float64 LAPACK QR, floored where float32 floors (FLT_MIN)."""
+    _, r = torch.linalg.qr(a.double())
+    return r.diagonal(dim1=-2, dim2=-1).abs().clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+@pytest.mark.parametrize("shape", [(2, 400, 300), (200, 24, 8)])  # k > 256 threads; K > 132 SMs
+def test_householder_qr_cuda_large_k_and_many_samples(shape):
+    torch.manual_seed(0)
+    a = torch.randn(*shape)
+    q, logr = ops.householder_qr(a.cuda())
+    torch.testing.assert_close(logr.cpu().double(), _householder_float_floor_ref(a), atol=2e-3, rtol=1e-3)
+    q_cpu, logr_cpu = ops.householder_qr(a)  # the same algorithm on the CPU: close, not only equivalent
+    torch.testing.assert_close(q.cpu(), q_cpu, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(logr.cpu(), logr_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_householder_qr_cuda_zero_rank_deficient_and_scaled_columns():
+    torch.manual_seed(0)
+    a = torch.randn(3, 40, 6)
+    a[0, :, 2] = 0  # a zero column: floored at log(FLT_MIN)
+    a[1, :, 3] = 2 * a[1, :, 1]  # rank deficient: R_33 ~ 0
+    a[2, :, 1] *= 1e-25  # squares underflow in float: the norm is summed in double
+    a[2, :, 4] *= 1e25  # squares overflow in float
+    _, logr = ops.householder_qr(a.cuda())
+    logr, ref = logr.cpu().double(), _householder_float_floor_ref(a)
+    floor = torch.finfo(torch.float32).tiny
+    assert logr[0, 2].item() == pytest.approx(torch.tensor(floor).log().item())
+    assert logr[1, 3].item() < -10
+    torch.testing.assert_close(logr[2], ref[2], atol=1e-3, rtol=1e-4)  # -57 and +58, not -87 or inf
+    keep = torch.ones_like(logr, dtype=torch.bool)
+    keep[0, 2] = keep[1, 3] = False
+    torch.testing.assert_close(logr[keep], ref[keep], atol=1e-3, rtol=1e-3)
+
+
+def test_csr_linear_cuda_3d_empty_int32_and_side_stream():
+    torch.manual_seed(0)
+    w, m, b = torch.randn(50, 30), torch.rand(50, 30) < 0.2, torch.randn(50)
+    x = torch.randn(4, 5, 30)
+    s = ops.csr_structure(m)
+    val = w.flatten()[s.gather]
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = torch.ops.lshx.csr_linear(x.cuda(), s.crow.cuda(), s.col.int().cuda(), val.cuda(), b.cuda())
+    stream.synchronize()
+    torch.testing.assert_close(got.cpu(), x @ (w * m).t() + b, atol=1e-4, rtol=1e-4)
+    empty = ops.csr_structure(torch.zeros(50, 30, dtype=torch.bool))
+    got = torch.ops.lshx.csr_linear(x.cuda(), empty.crow.cuda(), empty.col.cuda(), torch.empty(0).cuda(), b.cuda())
+    torch.testing.assert_close(got.cpu(), b.expand(4, 5, 50))
+    with pytest.raises(RuntimeError, match="bias"):
+        torch.ops.lshx.csr_linear(x.cuda(), s.crow.cuda(), s.col.cuda(), val.cuda(), b[:3].cuda())
+    with pytest.raises(RuntimeError, match="lengths differ"):
+        torch.ops.lshx.csr_linear(x.cuda(), s.crow.cuda(), s.col.cuda(), val[:-1].cuda(), b.cuda())
+
+
+@two_gpus
+def test_ops_run_on_the_second_gpu():
+    dev = torch.device("cuda:1")
+    w, m, x = torch.randn(50, 30), torch.rand(50, 30) < 0.2, torch.randn(6, 30)
+    got = ops.csr_linear(x.to(dev), w.to(dev), m.to(dev))
+    assert got.device == dev
+    torch.testing.assert_close(got.cpu(), x @ (w * m).t(), atol=1e-4, rtol=1e-4)
+    H = 12
+    wr, mr = torch.randn(4 * H, H), torch.rand(4 * H, H) < 0.5
+    xp, h0, c0 = torch.randn(4, 2, 4 * H), torch.randn(2, H), torch.randn(2, H)
+    got = ops.lstm_recurrence(xp.to(dev), h0.to(dev), c0.to(dev), wr.to(dev), mr.to(dev))
+    for a, b in zip(got, ops.lstm_recurrence(xp, h0, c0, wr, mr)):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_lstm_training_on_cuda_matches_the_loop():
+    from lshx.models import LSTMLM
+
+    torch.manual_seed(0)
+    model = LSTMLM(60, 24, 24, 2, dropout=0.0).cuda()
+    masks = {n: (torch.rand(p.shape) < 0.4).cuda() for n, p in model.named_parameters() if p.dim() == 2}
+    model.set_masks(masks)
+    model.apply_masks_()
+    ids = torch.randint(0, 60, (9, 4)).cuda()
+    grads = []
+    for fused in (True, False):
+        model.rnn.fused = fused
+        model.zero_grad()
+        logits, _ = model(ids)
+        logits.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)

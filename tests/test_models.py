@@ -78,3 +78,52 @@ def test_rhn_tied_and_keys():
 def test_build_model_roundtrip():
     m = LSTMLM(30, 6, 5, 2)
     assert build_model(m.model_args).model_args == m.model_args
+
+
+def _masked_lstm(dtype=torch.float64, dropout=0.3, apply=True):
+    torch.manual_seed(0)
+    model = LSTMLM(40, 12, 10, 2, dropout=dropout).to(dtype)
+    gen = torch.Generator().manual_seed(1)
+    model.set_masks({n: torch.rand(p.shape, generator=gen) < 0.4 for n, p in model.named_parameters()
+                     if p.dim() == 2})
+    if apply:
+        model.apply_masks_()
+    return model
+
+
+def _loss_and_grads(model, ids, fused, seed=5):
+    model.rnn.fused = fused
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same dropout masks for both paths
+    logits, (h, c) = model(ids)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 40), ids.roll(-1, 0).reshape(-1)) + h.sum() + c.sum()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_fused_lstm_training_equals_the_per_step_loop_float64():
+    model = _masked_lstm()
+    model.train()
+    ids = torch.randint(0, 40, (11, 3))
+    loss_f, grads_f = _loss_and_grads(model, ids, fused=True)
+    loss_l, grads_l = _loss_and_grads(model, ids, fused=False)
+    torch.testing.assert_close(loss_f, loss_l, atol=1e-5, rtol=0)
+    for n in grads_l:
+        torch.testing.assert_close(grads_f[n], grads_l[n], atol=1e-5, rtol=0)
+
+
+def test_fused_lstm_masks_weights_not_known_to_be_exact():
+    model = _masked_lstm(apply=False)  # masks set, weights still nonzero outside them
+    assert model.exact_masked() == set()
+    model.eval()
+    ids = torch.randint(0, 40, (7, 2))
+    model.rnn.fused = True
+    fused, _ = model(ids)
+    model.rnn.fused = False
+    loop, _ = model(ids)
+    torch.testing.assert_close(fused, loop, atol=1e-10, rtol=0)
+    model.apply_masks_()
+    assert model.exact_masked() == set(model.masks)
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.add_(1.0)  # a write after the masks were applied
+    assert "rnn.weight_hh_l0" not in model.exact_masked()

@@ -68,8 +68,10 @@ def test_counts_and_zeros_exact(arch, init, death, redist):
         for _ in range(3):
             _step(model, opt, masking, gen)
             _check_exact(model, masking, opt, per_tensor, total)
+            assert model.exact_masked() == set(model.masks)  # the fused LSTM path's contract
         stats = masking.update_topology(opt)
         _check_exact(model, masking, opt, per_tensor, total)
+        assert model.exact_masked() == set(model.masks)
         assert stats["density"] == pytest.approx(total / numel)
 
 

@@ -123,3 +123,21 @@ def test_asgd_switch_on_nonmonotone_validation(tiny_data):
     tr.evaluate_averaged = lambda split="valid": 6.0
     tr.run_epoch()
     assert tr.asgd_active and isinstance(tr.optimizer, SparseASGD)
+
+
+def test_training_keeps_the_fused_path_contract(tiny_data, tmp_path, monkeypatch):
+    """Every training forward finds every masked LSTM weight exactly zero outside its mask
+    (so the fused path uses the weights as they are), across topology updates and the ASGD switch."""
+    from lshx.models.lstm import StackedLSTM
+
+    seen = []
+    original = StackedLSTM._fused_layer
+
+    def spy(self, k, inp, h0, c0, masks, exact):
+        if self.training:
+            seen.append(set(masks) - set(exact))
+        return original(self, k, inp, h0, c0, masks, exact)
+
+    monkeypatch.setattr(StackedLSTM, "_fused_layer", spy)
+    train(_cfg(tiny_data, epochs=3), tmp_path / "run", quiet=True)
+    assert seen and all(not missing for missing in seen)

@@ -31,9 +31,10 @@ void householder_one(scalar_t* a, scalar_t* q, scalar_t* logr, int64_t N, int64_
   const scalar_t tiny = std::numeric_limits<scalar_t>::min();
   std::vector<scalar_t> tau(k, 0);
   for (int64_t j = 0; j < k; ++j) {
-    scalar_t norm2 = 0;
-    for (int64_t r = j; r < N; ++r) norm2 += a[r * k + j] * a[r * k + j];
-    const scalar_t x0 = a[j * k + j], norm = std::sqrt(norm2);
+    // the sum of squares in double, as the CUDA kernel: a float one underflows below ~1e-19
+    double norm2 = 0;
+    for (int64_t r = j; r < N; ++r) norm2 += static_cast<double>(a[r * k + j]) * a[r * k + j];
+    const scalar_t x0 = a[j * k + j], norm = static_cast<scalar_t>(std::sqrt(norm2));
     if (norm == 0) {
       logr[j] = std::log(tiny);
       continue;  // tau[j] = 0: no reflection

@@ -1,5 +1,6 @@
 // ATen bindings of the CUDA kernels (float32 only).
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>   // the device guard: ops run on their inputs' device, not device 0
 #include <c10/cuda/CUDAStream.h>  // the stream only: no cuBLAS/cuSPARSE headers needed
 #include <torch/library.h>
 
@@ -14,10 +15,20 @@ namespace lshx {
     TORCH_CHECK(err_ == cudaSuccess, "lshx CUDA error: ", cudaGetErrorString(err_)); \
   } while (0)
 #define LSHX_CHECK_F32(x) TORCH_CHECK((x).scalar_type() == at::kFloat, #x " must be float32 on CUDA")
+// Every tensor a kernel reads must live on the data's GPU: a CPU mask or a tensor on another
+// GPU would hand a kernel a pointer it cannot dereference.
+#define LSHX_CHECK_SAME_DEVICE(x, ref) \
+  TORCH_CHECK((x).device() == (ref).device(), #x " is on ", (x).device(), " but the data is on ", (ref).device())
+// Custom ops get no automatic device guard: switch to the inputs' device for the launch and the
+// current-stream lookup (a model on cuda:1 would otherwise launch on device 0's stream).
+#define LSHX_DEVICE_GUARD(x) const c10::cuda::OptionalCUDAGuard device_guard_(device_of(x))
 
 static at::Tensor apply_mask_cuda(const at::Tensor& weight, const at::Tensor& mask) {
+  LSHX_CHECK_CUDA(weight);
   LSHX_CHECK_SAME_SHAPE(weight, mask);
+  LSHX_CHECK_SAME_DEVICE(mask, weight);
   LSHX_CHECK_F32(weight);
+  LSHX_DEVICE_GUARD(weight);
   auto w = weight.contiguous();
   auto m = mask.to(at::kBool).contiguous();
   auto out = at::empty_like(w);
@@ -29,21 +40,39 @@ static at::Tensor apply_mask_cuda(const at::Tensor& weight, const at::Tensor& ma
 static at::Tensor masked_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
                                      const c10::optional<at::Tensor>& bias) {
   LSHX_CHECK_CUDA(x);
+  LSHX_CHECK_SAME_DEVICE(weight, x);
+  TORCH_CHECK(weight.dim() == 2, "masked_linear: weight must have 2 dims, got ", weight.dim());
+  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "masked_linear: x and weight dtypes differ");
+  LSHX_DEVICE_GUARD(x);
   return linear_masked(x, apply_mask_cuda(weight, mask), bias);
 }
 
 static std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
     bool has_bias) {
+  LSHX_CHECK_SAME_DEVICE(grad, x);
+  LSHX_CHECK_SAME_DEVICE(weight, x);
+  LSHX_DEVICE_GUARD(x);
   return linear_masked_backward(grad, x, apply_mask_cuda(weight, mask), has_bias);
 }
 
 static at::Tensor row_combine_cuda(const at::Tensor& w_, const at::Tensor& coef_, const at::Tensor& diag_) {
+  LSHX_CHECK_CUDA(w_);
   LSHX_CHECK_F32(w_);
+  LSHX_CHECK_DIM(w_, 2);
+  LSHX_CHECK_DIM(coef_, 3);
+  LSHX_CHECK_SAME_DEVICE(coef_, w_);
+  TORCH_CHECK(coef_.scalar_type() == w_.scalar_type(), "row_combine: coef and w dtypes differ");
   const int64_t K = coef_.size(0), G = coef_.size(1), H = coef_.size(2), M = w_.size(1);
-  TORCH_CHECK(w_.size(0) == G * H, "row_combine: w rows must be G*H");
+  TORCH_CHECK(w_.size(0) == G * H, "row_combine: w has ", w_.size(0), " rows, expected G*H = ", G * H);
   const bool has_diag = diag_.defined() && diag_.numel() > 0;
-  TORCH_CHECK(!has_diag || M == H, "row_combine: diag needs a square block");
+  if (has_diag) {
+    LSHX_CHECK_SAME_DEVICE(diag_, w_);
+    TORCH_CHECK(diag_.scalar_type() == w_.scalar_type(), "row_combine: diag and w dtypes differ");
+    TORCH_CHECK(M == H && diag_.dim() == 2 && diag_.size(0) == K && diag_.size(1) == H,
+                "row_combine: diag needs a square block and shape (K, H)");
+  }
+  LSHX_DEVICE_GUARD(w_);
   auto w = w_.contiguous(), coef = coef_.contiguous();
   auto diag = has_diag ? diag_.contiguous() : diag_;
   auto out = at::empty({K, H, M}, w.options());
@@ -54,13 +83,29 @@ static at::Tensor row_combine_cuda(const at::Tensor& w_, const at::Tensor& coef_
 }
 
 static std::tuple<at::Tensor, at::Tensor> lyapunov_step_cuda(const at::Tensor& jb) {
+  LSHX_CHECK_CUDA(jb);
   LSHX_CHECK_F32(jb);
+  LSHX_CHECK_DIM(jb, 3);
+  TORCH_CHECK(jb.size(2) <= jb.size(1), "lyapunov_step: k must not exceed N");
+  LSHX_DEVICE_GUARD(jb);
   auto qr = at::linalg_qr(jb, "reduced");
   auto r = std::get<1>(qr).contiguous();
   auto out = at::empty({jb.size(0), jb.size(2)}, jb.options());
   LSHX_CUDA_OK(cuda::log_abs_diag(r.data_ptr<float>(), out.data_ptr<float>(), r.size(0), r.size(2),
                                   c10::cuda::getCurrentCUDAStream()));
   return {std::get<0>(qr).contiguous(), out};
+}
+
+// The checks the CPU CSR op makes, plus: every structure tensor on the data's GPU.
+static void check_csr(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val) {
+  LSHX_CHECK_SAME_DEVICE(crow, x);
+  LSHX_CHECK_SAME_DEVICE(col, x);
+  LSHX_CHECK_SAME_DEVICE(val, x);
+  TORCH_CHECK(crow.scalar_type() == at::kLong, "csr_linear: crow must be int64");
+  TORCH_CHECK(col.scalar_type() == at::kLong || col.scalar_type() == at::kInt, "csr_linear: col must be int32/64");
+  TORCH_CHECK(val.scalar_type() == x.scalar_type(), "csr_linear: values and x dtypes differ");
+  TORCH_CHECK(col.numel() == val.numel(), "csr_linear: col and val lengths differ");
+  TORCH_CHECK(crow.dim() == 1 && crow.numel() >= 1, "csr_linear: crow must be a non-empty vector");
 }
 
 // (in x B) batch-last copy of the (B x in) rows of x
@@ -70,12 +115,18 @@ static at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, c
                                   const at::Tensor& val, const c10::optional<at::Tensor>& bias) {
   LSHX_CHECK_CUDA(x);
   LSHX_CHECK_F32(x);
+  check_csr(x, crow, col_, val);
   const int64_t out = crow.numel() - 1, in = x.size(-1);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    LSHX_CHECK_SAME_DEVICE(*bias, x);
+    TORCH_CHECK(bias->numel() == out, "csr_linear: bias has ", bias->numel(), " entries, expected ", out);
+  }
+  LSHX_DEVICE_GUARD(x);
   auto xt = batch_last(x, in);
   const int64_t B = xt.size(1);
   auto col = col_.to(at::kLong).contiguous();  // the kernels read int64 indices
   auto yt = at::empty({out, B}, x.options());
-  const bool has_bias = bias.has_value() && bias->defined();
   auto b = has_bias ? bias->contiguous() : at::Tensor();
   LSHX_CUDA_OK(cuda::csr_spmm_bt(xt.data_ptr<float>(), crow.contiguous().data_ptr<int64_t>(),
                                  col.data_ptr<int64_t>(), val.contiguous().data_ptr<float>(),
@@ -92,8 +143,17 @@ static std::tuple<at::Tensor, at::Tensor> csr_linear_backward_cuda(const at::Ten
                                                                    const at::Tensor& tcol_, const at::Tensor& tperm) {
   LSHX_CHECK_CUDA(x);
   LSHX_CHECK_F32(x);
+  check_csr(x, crow, col_, val);
+  LSHX_CHECK_SAME_DEVICE(grad, x);
+  LSHX_CHECK_SAME_DEVICE(tcrow, x);
+  LSHX_CHECK_SAME_DEVICE(tcol_, x);
+  LSHX_CHECK_SAME_DEVICE(tperm, x);
   const int64_t out = crow.numel() - 1, in = x.size(-1);
+  TORCH_CHECK(grad.size(-1) == out, "csr_linear_backward: grad has ", grad.size(-1), " features, expected ", out);
   TORCH_CHECK(tcrow.numel() == in + 1, "csr_linear_backward: the transposed structure must have ", in, " rows");
+  TORCH_CHECK(tcol_.numel() == col_.numel() && tperm.numel() == col_.numel(),
+              "csr_linear_backward: the transposed structure has another nonzero count");
+  LSHX_DEVICE_GUARD(x);
   auto xt = batch_last(x, in), gt = batch_last(grad, out);
   const int64_t B = xt.size(1);
   auto col = col_.to(at::kLong).contiguous(), tcol = tcol_.to(at::kLong).contiguous();
@@ -113,6 +173,7 @@ static std::tuple<at::Tensor, at::Tensor> householder_qr_cuda(const at::Tensor& 
   LSHX_CHECK_CUDA(jb);
   LSHX_CHECK_F32(jb);
   TORCH_CHECK(jb.dim() == 3 && jb.size(2) <= jb.size(1), "householder_qr: expected (K, N, k) with k <= N");
+  LSHX_DEVICE_GUARD(jb);
   const int64_t K = jb.size(0), N = jb.size(1), k = jb.size(2);
   auto a = jb.contiguous().clone();
   auto tau = at::empty({K, k}, jb.options());
@@ -131,8 +192,25 @@ static std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(const
                                                                            const at::Tensor& val_) {
   LSHX_CHECK_CUDA(xproj_);
   LSHX_CHECK_F32(xproj_);
+  LSHX_CHECK_DIM(xproj_, 3);
+  LSHX_CHECK_SAME_DEVICE(h0, xproj_);
+  LSHX_CHECK_SAME_DEVICE(c0, xproj_);
+  LSHX_CHECK_SAME_DEVICE(crow_, xproj_);
+  LSHX_CHECK_SAME_DEVICE(col_, xproj_);
+  LSHX_CHECK_SAME_DEVICE(val_, xproj_);
   const int64_t T = xproj_.size(0), B = xproj_.size(1), H = h0.size(-1);
-  TORCH_CHECK(xproj_.size(2) == 4 * H && crow_.numel() == 4 * H + 1, "lstm_recurrence: expected 4H gate rows");
+  TORCH_CHECK(xproj_.size(2) == 4 * H, "lstm_recurrence: xproj has ", xproj_.size(2), " features, expected 4H = ",
+              4 * H);
+  TORCH_CHECK(h0.dim() == 2 && h0.sizes() == c0.sizes() && h0.size(0) == B,
+              "lstm_recurrence: h0 and c0 must be (B, H) with B = ", B);
+  TORCH_CHECK(h0.scalar_type() == at::kFloat && c0.scalar_type() == at::kFloat && val_.scalar_type() == at::kFloat,
+              "lstm_recurrence: h0, c0 and the values must be float32 on CUDA");
+  TORCH_CHECK(crow_.numel() == 4 * H + 1, "lstm_recurrence: W_hh must have 4H rows");
+  TORCH_CHECK(crow_.scalar_type() == at::kLong, "lstm_recurrence: crow must be int64");
+  TORCH_CHECK(col_.scalar_type() == at::kLong || col_.scalar_type() == at::kInt,
+              "lstm_recurrence: col must be int32/64");
+  TORCH_CHECK(col_.numel() == val_.numel(), "lstm_recurrence: col and val lengths differ");
+  LSHX_DEVICE_GUARD(xproj_);
   auto xproj = xproj_.contiguous(), crow = crow_.contiguous(), col = col_.to(at::kLong).contiguous();
   auto val = val_.contiguous();
   auto crow_host = crow.cpu();
@@ -140,6 +218,7 @@ static std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(const
   auto hbuf = at::empty({2, B, H}, xproj.options());
   auto c = at::empty({B, H}, xproj.options());
   auto h0c = h0.contiguous(), c0c = c0.contiguous();
+  if (T == 0) return {out, h0c.clone(), c0c.clone()};  // no step: the state is the initial one
   int used_smem = 0;
   cudaError_t err = cuda::lstm_persistent(xproj.data_ptr<float>(), crow_host.data_ptr<int64_t>(),
                                           crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(), val.data_ptr<float>(),
@@ -159,7 +238,7 @@ static std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cuda(const
     return {out, h.clone(), cc};
   }
   LSHX_CUDA_OK(err);
-  return {out, T > 0 ? out[T - 1].clone() : h0c.clone(), c};
+  return {out, out[T - 1].clone(), c};
 }
 
 TORCH_LIBRARY_IMPL(lshx, CUDA, m) {

@@ -22,14 +22,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Sum over the block; `red` has kThreads / 32 floats. Every thread gets the result.
-__device__ float block_sum(float v, float* red) {
+// Sum over the block; `red` has kThreads / 32 doubles. Every thread gets the result.
+__device__ double block_sum(double v, double* red) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __syncthreads();
   if (lane == 0) red[warp] = v;
   __syncthreads();
-  float s = 0.f;
+  double s = 0.0;
   for (int w = 0; w < (int)(blockDim.x / 32); ++w) s += red[w];
   return s;
 }
@@ -49,7 +49,7 @@ __device__ __forceinline__ void reflect_column(const float* a, float* m, int64_t
 // implicit); tau: k scalars; q: (N x k) output; logr: k outputs.
 __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict__ tau_all,
                                    float* __restrict__ q_all, float* __restrict__ logr_all, int64_t N, int64_t k) {
-  __shared__ float red[kThreads / 32];
+  __shared__ double red[kThreads / 32];
   __shared__ float sh_beta, sh_v0;
   const int64_t s = blockIdx.x;
   float* a = a_all + s * N * k;
@@ -58,13 +58,14 @@ __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict_
   float* logr = logr_all + s * k;
 
   for (int64_t j = 0; j < k; ++j) {
-    // ||a[j:, j]||, and the reflector that maps it to alpha e_1
-    float part = 0.f;
-    for (int64_t r = j + threadIdx.x; r < N; r += blockDim.x) part += a[r * k + j] * a[r * k + j];
-    const float norm2 = block_sum(part, red);
+    // ||a[j:, j]||, and the reflector that maps it to alpha e_1. The sum of squares is taken in
+    // double: in float it underflows to 0 for columns below ~1e-19 and overflows above ~1e19.
+    double part = 0.0;
+    for (int64_t r = j + threadIdx.x; r < N; r += blockDim.x) part += (double)a[r * k + j] * a[r * k + j];
+    const double norm2 = block_sum(part, red);
     if (threadIdx.x == 0) {
       const float x0 = a[j * k + j];
-      const float norm = sqrtf(norm2);
+      const float norm = (float)sqrt(norm2);
       if (norm == 0.f) {  // a zero column: no reflection, R_jj = 0
         sh_beta = 0.f;
         sh_v0 = 1.f;

@@ -7,7 +7,7 @@
 namespace lshx {
 namespace cuda {
 
-// out[i] = mask[i] ? w[i] : 0
+// out[i] = w[i] * mask[i] (as the CPU op: NaN * 0 stays NaN)
 cudaError_t apply_mask(const float* w, const bool* mask, float* out, int64_t n, cudaStream_t stream);
 
 // out[s, j, m] = sum_g coef[s, g, j] * w[g*H + j, m] (+ diag[s, j] when m == j; diag may be null).

@@ -23,7 +23,8 @@ namespace {
 
 constexpr int kThreads = 256;  // 8 warps per block
 
-__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+// expf, not the __expf intrinsic: the fallback path (ATen) and the CPU op use the accurate one
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 
 // Shared-memory layout of a block's slice: row pointers (4U + 1) then values then columns.
 struct Slice {

@@ -9,7 +9,7 @@ namespace cuda {
 __global__ void apply_mask_kernel(const float* __restrict__ w, const bool* __restrict__ mask,
                                   float* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = mask[i] ? w[i] : 0.0f;
+    out[i] = w[i] * (float)mask[i];  // as on the CPU: a masked NaN/Inf stays NaN
 }
 
 cudaError_t apply_mask(const float* w, const bool* mask, float* out, int64_t n, cudaStream_t stream) {

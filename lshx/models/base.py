@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ class MaskedLM(nn.Module, metaclass=ABCMeta):
     def __init__(self) -> None:
         super().__init__()
         self.masks: Dict[str, torch.Tensor] = {}
+        # name -> (mask, weight version) recorded by apply_masks_: while both are unchanged the
+        # weight is known to be exactly zero outside its mask (see exact_masked)
+        self._exact: Dict[str, tuple] = {}
 
     def maskable_names(self) -> List[str]:
         """Every weight matrix (embedding and decoder included), never biases."""
@@ -41,11 +44,22 @@ class MaskedLM(nn.Module, metaclass=ABCMeta):
         return self.masks.get(name)
 
     def apply_masks_(self) -> None:
-        """Zero the weights outside their masks (in place)."""
+        """Zero the weights outside their masks (in place), and record that they are."""
         params = dict(self.named_parameters())
         with torch.no_grad():
             for name, m in self.masks.items():
                 params[name].mul_(mask_as(m, params[name].dtype))
+        self._exact = {name: (m, params[name]._version) for name, m in self.masks.items()}
+
+    def exact_masked(self) -> Set[str]:
+        """The masked weights known to be exactly zero outside their masks: apply_masks_ ran
+        since the mask was set and nothing has written to the weight since (its version is
+        unchanged). The DST engine re-applies the masks after every optimizer step and every
+        topology update, so during training this is every masked weight; the fused LSTM path
+        uses such a weight as it is (W * M = W) and masks any other one first."""
+        params = dict(self.named_parameters())
+        return {n for n, (m, v) in self._exact.items()
+                if self.masks.get(n) is m and n in params and params[n]._version == v}
 
     @property
     @abstractmethod

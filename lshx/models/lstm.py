@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Collection, List, Optional, Tuple
+import warnings
 
 import torch
 from torch import nn
@@ -13,6 +14,10 @@ from lshx.models.base import MaskedLM
 
 State = Tuple[torch.Tensor, torch.Tensor]  # h, c: (layers, batch, hidden)
 
+# cuDNN wants one flat weight buffer and copies separate weights into one on every call (a
+# memcpy of the layer's weights, small next to the recurrence); it says so once per process.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+
 
 class StackedLSTM(nn.Module):
     """Parameters weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, as nn.LSTM."""
@@ -20,6 +25,9 @@ class StackedLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers, self.dropout = input_size, hidden_size, num_layers, dropout
+        # True: each layer's T steps in torch's fused LSTM (ATen/MKLDNN on the CPU, cuDNN on
+        # CUDA), forward and backward; False: the per-step Python loop, kept as the reference.
+        self.fused = True
         H = hidden_size
         for k in range(num_layers):
             in_k = input_size if k == 0 else H
@@ -44,14 +52,41 @@ class StackedLSTM(nn.Module):
         h = o * torch.tanh(c)
         return torch.cat([i, f, g, o], dim=-1), c, h
 
-    def forward(self, x: torch.Tensor, state: State, masks: dict) -> Tuple[torch.Tensor, State]:
+    def _fused_layer(self, k: int, inp: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, masks: dict,
+                     exact: Collection[str]):
+        """One layer through torch's fused LSTM. A masked weight known to be exactly zero
+        outside its mask (`exact`) goes in as it is, any other masked weight masked first:
+        either way the op sees W * M. Its gradient reaches every entry, as masked_linear's."""
+        weights = []
+        for name, w in zip((f"weight_ih_l{k}", f"weight_hh_l{k}"), self.layer_weights(k)[:2]):
+            m = masks.get(name)
+            weights.append(w if m is None or name in exact else ops.masked_weight(w, m))
+        _, _, b_ih, b_hh = self.layer_weights(k)
+        out, h, c = torch._VF.lstm(inp, (h0.unsqueeze(0), c0.unsqueeze(0)), [*weights, b_ih, b_hh],
+                                   True, 1, 0.0, self.training, False, False)
+        return out, h[0], c[0]
+
+    def forward(self, x: torch.Tensor, state: State, masks: dict,
+                exact: Collection[str] = ()) -> Tuple[torch.Tensor, State]:
+        """All T steps; `exact` names the masked weights known to be zero outside their masks
+        (MaskedLM.exact_masked), which the fused path may use without masking them again.
+        Dropout between layers is F.dropout's in both paths, so they draw the same masks."""
         h0, c0 = state
         hs, cs = [], []
         inp = x
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
-            xp = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih)  # all timesteps at once
             m_hh = masks.get(f"weight_hh_l{k}")
+            sparse_inference = m_hh is not None and ops.use_sparse_recurrence(w_hh, m_hh, inp, w_ih, b_ih, b_hh,
+                                                                              h0[k], c0[k])
+            if self.fused and not sparse_inference:
+                inp, h, c = self._fused_layer(k, inp, h0[k], c0[k], masks, exact)
+                if k < self.num_layers - 1 and self.dropout > 0:
+                    inp = F.dropout(inp, self.dropout, self.training)
+                hs.append(h)
+                cs.append(c)
+                continue
+            xp = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih)  # all timesteps at once
             if ops.use_sparse_recurrence(w_hh, m_hh, xp, b_hh, h0[k], c0[k]):
                 inp, h, c = ops.lstm_recurrence(xp + b_hh, h0[k], c0[k], w_hh, m_hh)
             else:
@@ -133,7 +168,8 @@ class LSTMLM(MaskedLM):
     def forward(self, ids: torch.Tensor, state: Optional[State] = None):
         state = state if state is not None else self.init_state(ids.size(1))
         emb = F.dropout(self.embed(ids), self.dropout, self.training)
-        out, state = self.rnn(emb, state, self._rnn_masks())
+        exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
+        out, state = self.rnn(emb, state, self._rnn_masks(), exact)
         out = F.dropout(out, self.dropout, self.training)
         return self.decode(out), state
 

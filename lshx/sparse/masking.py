@@ -123,6 +123,7 @@ class Masking:
                     self.params[n].grad.masked_fill_(~new[n], 0.0)
                 if optimizer is not None:
                     reset_optimizer_state(optimizer, self.params[n], changed)
+        self.model.apply_masks_()  # already exact; records it for the fused LSTM path
         self.updates_done += 1
         return {"death_rate": rate, "removed": total, "density": self.density()}
 
