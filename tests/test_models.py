@@ -127,3 +127,13 @@ def test_fused_lstm_masks_weights_not_known_to_be_exact():
     with torch.no_grad():
         model.rnn.weight_hh_l0.add_(1.0)  # a write after the masks were applied
     assert "rnn.weight_hh_l0" not in model.exact_masked()
+
+
+def test_masks_follow_the_model_to_another_dtype_or_device():
+    model = _masked_lstm(dtype=torch.float32)
+    before = {n: m.clone() for n, m in model.masks.items()}
+    model.to(torch.float64)
+    assert all(torch.equal(model.masks[n], before[n]) for n in before)
+    if torch.cuda.is_available():
+        model.cuda()
+        assert all(m.device.type == "cuda" for m in model.masks.values())

@@ -40,6 +40,14 @@ class MaskedLM(nn.Module, metaclass=ABCMeta):
                 raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
         self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
 
+    def _apply(self, fn, *args, **kwargs):
+        """model.to(device) moves the masks with the weights (they live outside the state_dict)."""
+        out = super()._apply(fn, *args, **kwargs)
+        params = dict(self.named_parameters())
+        if any(m.device != params[n].device for n, m in self.masks.items()):
+            self.set_masks(self.masks)
+        return out
+
     def mask(self, name: str) -> Optional[torch.Tensor]:
         return self.masks.get(name)
 
