@@ -58,6 +58,10 @@ def main(which: str) -> None:
             run(f"matmul train d={d}", 30, bench.matmul_case, 6000, 1500, 20, d, dev, train=True, path="csr")
             run(f"recurrence d={d}", 30, bench.recurrence_case, 1500, 20, 35, d, dev)
         run("recurrence d=0.5 (global-memory path)", 30, bench.recurrence_case, 1500, 20, 35, 0.5, dev)
+    if which == "recurrence":
+        for d in (0.05, 0.1, 0.2, 0.25, 0.33):
+            run(f"recurrence d={d}", 30, bench.recurrence_case, 1500, 20, 35, d, dev)
+        run("train-epoch ptb-lstm paper 30", 150, bench.train_epoch_case, "ptb-lstm", "paper", 0.33, 30, device=dev)
     if which in ("all", "kernels", "ls"):
         for qr in ("householder", "cholqr2"):
             run(f"ls-step H=1500 {qr}", 60, bench.ls_step_case, 1500, 2, reference=False, device=dev, qr=qr)

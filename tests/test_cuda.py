@@ -200,7 +200,8 @@ def test_householder_qr_cuda_zero_rank_deficient_and_scaled_columns():
     assert logr[1, 3].item() < -10
     torch.testing.assert_close(logr[2], ref[2], atol=1e-3, rtol=1e-4)  # -57 and +58, not -87 or inf
     keep = torch.ones_like(logr, dtype=torch.bool)
-    keep[0, 2] = keep[1, 3] = False
+    keep[0, 2] = False
+    keep[1, 3:] = False  # after a rank-deficient column the reflector is built from roundoff: ill-posed
     torch.testing.assert_close(logr[keep], ref[keep], atol=1e-3, rtol=1e-3)
 
 
