@@ -365,10 +365,29 @@ def householder_qr(jb: torch.Tensor):
 # CSR SpMM per step, used where `lshx bench recurrence` measured it faster than the dense
 # per-step recurrence (H = 1500, B = 20, 35 steps, 2 threads: 1.21x at density 0.1, 1.61x at
 # 0.05, 0.77x at 0.2; slower at H = 200 whatever the density, hence CSR_MIN_NUMEL). On CUDA
-# the persistent kernel (W_hh in shared memory across all steps), off until a GPU benchmark
-# (benchmarks/gpu_check.sh) measures it: PERSISTENT_MAX_DENSITY = d enables it below d.
+# the persistent kernel (W_hh in shared memory across all steps), measured on an H200
+# (benchmarks/RESULTS.md, 2026-11-28, H = 1500, B = 20, T = 35): 1.45x the per-step cuBLAS
+# recurrence at density 0.05 and 0.1, 1.12x at 0.2, 1.06x at 0.25, 0.83-1.0x at 0.33, and
+# 0.17x when the weights do not fit in shared memory (the global-memory path, density 0.5):
+# used below PERSISTENT_MAX_DENSITY and only where the weights fit (persistent_fits).
 RECURRENCE_CPU_MAX_DENSITY = 0.1
-PERSISTENT_MAX_DENSITY: Optional[float] = None
+PERSISTENT_MAX_DENSITY: Optional[float] = 0.2
+
+
+def persistent_fits(mask: torch.Tensor) -> bool:
+    """Whether the persistent kernel keeps every block's W_hh rows in shared memory: the
+    launcher's split (one block per multiprocessor, units evenly), its slice layout (4U + 1 row
+    pointers, then a value and a column index per nonzero), the device's opt-in limit."""
+    def compute():
+        props = torch.cuda.get_device_properties(mask.device)
+        limit = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+        H = mask.shape[1]
+        blocks = max(1, min(props.multi_processor_count, H))
+        U = -(-H // blocks)
+        rows = mask.sum(1).view(4, H).sum(0).cpu()  # nonzeros per unit, its four gate rows
+        worst = max(int(rows[u0:u0 + U].sum()) for u0 in range(0, H, U))
+        return 4 * (4 * U + 1) + 8 * worst <= limit
+    return _cached("persistent-fits", (mask,), compute)
 
 
 def lstm_recurrence_ref(xproj, h0, c0, w_hh):
@@ -400,7 +419,9 @@ def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], *inp
     if w_hh.device.type == "cpu":
         limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= CSR_MIN_NUMEL else None
     else:
-        limit = PERSISTENT_MAX_DENSITY if w_hh.device.type == "cuda" else None
+        limit = PERSISTENT_MAX_DENSITY if w_hh.device.type == "cuda" and cuda_version() > 0 else None
+        if limit is not None and mask_density(mask) <= limit and not persistent_fits(mask):
+            return False
     return limit is not None and mask_density(mask) <= limit
 
 
