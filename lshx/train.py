@@ -90,7 +90,7 @@ class Trainer:
         self.train_data = batchify(self.corpus.train, cfg.batch_size).to(cfg.device)
         self.val_data = batchify(self.corpus.valid, cfg.eval_batch_size).to(cfg.device)
         self.test_data = batchify(self.corpus.test, cfg.eval_batch_size).to(cfg.device)
-        self.masking = Masking(self.model, cfg.dst, total_updates=self._planned_updates(), seed=cfg.seed) \
+        self.masking = Masking(self.model, cfg.dst, total_steps=self._planned_steps(), seed=cfg.seed) \
             if cfg.dst.sparse else None
         self.optimizer: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                                                 weight_decay=cfg.wdecay)
@@ -102,11 +102,10 @@ class Trainer:
         self.diverged = False
         self.epoch_seconds: List[float] = []
 
-    def _planned_updates(self) -> int:
+    def _planned_steps(self) -> int:
+        """Optimizer steps of the planned epochs: the death-rate cosine runs over them."""
         c = self.cfg
-        if c.dst.update_every:
-            return max(1, c.epochs * num_windows(self.train_data, c.bptt, c.max_batches) // c.dst.update_every)
-        return max(1, c.epochs - 1)
+        return max(1, c.epochs * num_windows(self.train_data, c.bptt, c.max_batches))
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self) -> float:

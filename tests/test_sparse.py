@@ -54,12 +54,13 @@ def test_counts_and_zeros_exact(arch, init, death, redist):
     torch.manual_seed(0)
     model = _models()[arch]()
     cfg = DSTConfig(density=0.33, init=init, death=death, redistribution=redist, death_rate=0.6, threshold=0.05)
-    masking = Masking(model, cfg, total_updates=4, seed=3)
+    masking = Masking(model, cfg, total_steps=12, seed=3)
     initial = masking.nonzeros()
     total = sum(initial.values())
     numel = sum(p.numel() for n, p in model.named_parameters() if n in model.masks)
     assert total == round(0.33 * numel)
-    per_tensor = initial if (redist == "none" and death != "global_magnitude") else None
+    # threshold death regrows total / L per tensor (Selfish-RNN): only the global count is kept
+    per_tensor = initial if (redist == "none" and death not in ("global_magnitude", "threshold")) else None
     opt = torch.optim.SGD(model.parameters(), lr=5.0, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
     for update in range(4):
@@ -103,6 +104,20 @@ def test_set_removes_closest_to_zero_on_both_sides():
     assert after[0, 0] and after[1, 2]
 
 
+def test_set_original_removes_the_most_negative():
+    """Selfish-RNN's SET rule, offered as SET-original: the ceil(n/2) smallest positive and the
+    ceil(n/2) MOST negative weights die."""
+    w = torch.tensor([[-3.0, -0.1, 0.2, 5.0], [-0.05, 0.01, -7.0, 0.3]])
+    mask = torch.ones_like(w, dtype=torch.bool)
+    after = D.set_original(w, mask, 0.5)
+    assert sorted(w[~after].tolist()) == pytest.approx([-7.0, -3.0, 0.01, 0.2])
+    after = D.set_original(w, mask, 0.375)  # n = 3: two on each side
+    assert sorted(w[~after].tolist()) == pytest.approx([-7.0, -3.0, 0.01, 0.2])
+    assert "SET-original" in DEATHS
+    from lshx.search.space import SEARCH_DEATHS
+    assert "SET-original" not in SEARCH_DEATHS  # not searched
+
+
 def test_magnitude_and_global_magnitude():
     w = torch.tensor([[0.5, -0.1, 2.0, 0.0]])
     m = torch.tensor([[True, True, True, False]])
@@ -116,6 +131,70 @@ def test_magnitude_and_global_magnitude():
 def test_threshold_death():
     w = torch.tensor([0.0005, -0.002, 0.5, -0.0001])
     assert D.threshold(w, torch.ones(4, dtype=torch.bool), 1e-3).tolist() == [False, True, True, False]
+
+
+def _threshold_masking(start, rate=0.5, redistribution="none", seed=0):
+    torch.manual_seed(seed)
+    model = LSTMLM(V, 8, 8, 2, dropout=0.0)
+    cfg = DSTConfig(density=0.5, death="threshold", redistribution=redistribution, death_rate=rate,
+                    death_rate_final=rate, threshold=start)
+    return model, Masking(model, cfg, 100, seed=1)
+
+
+def test_threshold_adapts_to_the_death_rate():
+    """Selfish-RNN's rule: the threshold starts at 1e-3 and doubles when fewer than 98% of
+    rate * nnz died, halves when more than 102% did (lshx kept 1e-3 fixed)."""
+    model, masking = _threshold_masking(1e-3)  # weights ~ U(-0.35, 0.35): hardly any below 1e-3
+    assert masking.threshold == 1e-3
+    nnz = sum(masking.nonzeros().values())
+    st = masking.update_topology()
+    assert st["removed"] < 0.98 * 0.5 * nnz
+    assert st["threshold"] == 1e-3 and masking.threshold == 2e-3 and st["next_threshold"] == 2e-3
+    masking.update_topology()
+    assert masking.threshold == 4e-3
+    _, big = _threshold_masking(10.0)  # every weight dies: too many, halve
+    big.update_topology()
+    assert big.threshold == 5.0
+    # within 2% of rate * nnz: unchanged (half of each tensor's active weights at 0.01, half at 1)
+    _, ok = _threshold_masking(0.5)
+    with torch.no_grad():
+        for n in ok.names:
+            active = ok.masks[n].flatten().nonzero().squeeze(1)
+            vals = torch.ones(active.numel())
+            vals[: active.numel() // 2] = 0.01
+            ok.params[n].view(-1)[active] = vals
+    nnz = sum(ok.nonzeros().values())
+    st = ok.update_topology()
+    assert abs(st["removed"] - 0.5 * nnz) <= 0.02 * 0.5 * nnz and ok.threshold == 0.5
+
+
+def test_threshold_is_checkpointed():
+    model, masking = _threshold_masking(1e-3)
+    for _ in range(3):
+        masking.update_topology()
+    state = masking.state_dict()
+    assert state["threshold"] == 8e-3
+    other_model, other = _threshold_masking(1e-3, seed=1)
+    other.load_state_dict(state, masking.masks)
+    assert other.threshold == 8e-3
+
+
+def test_threshold_regrowth_is_split_evenly_with_redistribution_none():
+    """Selfish-RNN scores every tensor 1.0 in threshold mode with redistribution none: each of
+    the L tensors regrows total_removed / L, whatever it lost (lshx gave back what each lost)."""
+    model, masking = _threshold_masking(0.1)
+    before = masking.nonzeros()
+    w = {n: masking.params[n].detach() for n in masking.names}
+    died = {n: int((masking.masks[n] & (w[n].abs() < 0.1)).sum()) for n in masking.names}
+    st = masking.update_topology()
+    total = sum(died.values())
+    assert st["removed"] == total
+    L = len(masking.names)
+    after = masking.nonzeros()
+    grown = {n: after[n] - (before[n] - died[n]) for n in masking.names}
+    assert sum(grown.values()) == total
+    assert all(abs(g - total / L) < 1 for g in grown.values()), (grown, total / L)
+    assert after != before  # tensors that lost more than total / L shrank
 
 
 def test_er_caps_dense_layers_and_keeps_total_exact():
@@ -144,14 +223,26 @@ def test_allocate_respects_caps_and_total():
 
 def test_death_rate_cosine_decay():
     model = LSTMLM(V, 8, 8, 2)
-    masking = Masking(model, DSTConfig(density=0.5, death_rate=0.7), total_updates=4)
+    masking = Masking(model, DSTConfig(density=0.5, death_rate=0.7), total_steps=40)
     rates = []
     for _ in range(5):
         rates.append(masking.death_rate())
-        masking.updates_done += 1
+        masking.steps += 10
     assert rates[0] == pytest.approx(0.7) and rates[-1] == pytest.approx(0.005)
     assert rates[2] == pytest.approx(0.005 + 0.5 * 0.695)
     assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_death_rate_follows_the_steps_like_selfish_rnn():
+    """Selfish-RNN steps its cosine once per batch over epochs x batches: the update after
+    epoch e of E uses cos(pi e / E) (E = 3, rate 0.5: 0.376 then 0.129; lshx had 0.5, 0.253)."""
+    masking = Masking(LSTMLM(V, 8, 8, 2), DSTConfig(density=0.5, death_rate=0.5), 3 * 7)
+    rates = []
+    for _ in range(2):
+        masking.steps += 7  # one epoch of 7 batches
+        rates.append(masking.update_topology()["death_rate"])
+    assert rates == pytest.approx([0.005 + 0.495 * 0.75, 0.005 + 0.495 * 0.25])
+    assert rates == pytest.approx([0.37625, 0.12875])
 
 
 def test_biases_never_masked():

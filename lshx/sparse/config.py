@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from lshx.errors import ConfigError
 
 INITS = ("uniform", "ER")
-DEATHS = ("magnitude", "SET", "threshold", "global_magnitude")
+# SET-original: Selfish-RNN's SET rule (removes the most negative weights), to reproduce its
+# numbers; not in the search space (lshx/search/space.py lists the deaths it searches)
+DEATHS = ("magnitude", "SET", "threshold", "global_magnitude", "SET-original")
 GROWTHS = ("random",)
 REDISTRIBUTIONS = ("magnitude", "nonzeros", "none")
 
@@ -22,7 +24,7 @@ class DSTConfig:
     death_rate: float = 0.5
     death_rate_final: float = 0.005  # cosine decay target
     update_every: int = 0  # 0: one topology update per epoch; N > 0: every N optimizer steps
-    threshold: float = 1e-3  # |w| below this dies in the 'threshold' death mode
+    threshold: float = 1e-3  # 'threshold' death: the starting threshold (adapted to the death rate)
 
     def __post_init__(self) -> None:
         for name, allowed in (("init", INITS), ("death", DEATHS), ("growth", GROWTHS),

@@ -47,8 +47,24 @@ def set_death(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Te
     return _remove(mask, idx)
 
 
+def set_original(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """Selfish-RNN's SET rule (its magnitude_and_negativity_death), kept to reproduce its numbers:
+    with n = round(rate * nnz), removes the ceil(n/2) smallest positive weights and the ceil(n/2)
+    MOST negative ones (not the negatives closest to zero: the defect `SET` corrects), fewer on a
+    side that has fewer. Active weights exactly 0 count as positive.
+    """
+    n = round(rate * int(mask.sum()))
+    k = math.ceil(n / 2)
+    pos = mask & (weight >= 0)
+    neg = mask & (weight < 0)
+    s_pos = torch.where(pos, weight, torch.full_like(weight, INF))
+    s_neg = torch.where(neg, weight, torch.full_like(weight, INF))  # most negative first
+    idx = torch.cat([_smallest(s_pos, min(k, int(pos.sum()))), _smallest(s_neg, min(k, int(neg.sum())))])
+    return _remove(mask, idx)
+
+
 def threshold(weight: torch.Tensor, mask: torch.Tensor, thr: float) -> torch.Tensor:
-    """Removes every active weight with |w| < thr."""
+    """Removes every active weight with |w| < thr (the engine adapts thr to the death rate)."""
     return mask & ~(weight.abs() < thr)
 
 

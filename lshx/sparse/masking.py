@@ -14,14 +14,23 @@ from lshx.sparse.config import DSTConfig
 from lshx.sparse.densities import allocate, layer_counts, random_mask
 from lshx.sparse.growth import GROWTH, GrowthContext
 
+THRESHOLD_TOLERANCE = 0.02  # threshold death: adapt until the removals are within 2% of rate * nnz
+
 
 class Masking:
-    def __init__(self, model: MaskedLM, cfg: DSTConfig, total_updates: int, seed: int = 0) -> None:
+    """total_steps: the optimizer steps the training plans (epochs x batches per epoch); the
+    death rate follows a cosine over them, read at the step of each update (Selfish-RNN steps
+    its cosine once per batch, so the update after epoch e of E uses cos(pi e / E))."""
+
+    def __init__(self, model: MaskedLM, cfg: DSTConfig, total_steps: int, seed: int = 0) -> None:
         self.model, self.cfg = model, cfg
-        self.total_updates = max(1, total_updates)
+        self.total_steps = max(1, int(total_steps))
         self.updates_done = 0
         self.steps = 0
         self.seed = seed
+        # threshold death: the current threshold, adapted to the death rate at every update
+        # (doubled when too few die, halved when too many: Selfish-RNN's rule); checkpointed
+        self.threshold = float(cfg.threshold)
         self.params: Dict[str, torch.nn.Parameter] = dict(model.named_parameters())
         self.names = model.maskable_names()
         gen = torch.Generator().manual_seed(seed)
@@ -41,24 +50,28 @@ class Masking:
         return sum(self.nonzeros().values()) / sum(self.params[n].numel() for n in self.names)
 
     def death_rate(self) -> float:
-        """Cosine decay from death_rate to death_rate_final over the planned updates."""
+        """Cosine decay from death_rate to death_rate_final over the planned optimizer steps,
+        at the steps done so far (after epoch e of E with one update per epoch: cos(pi e / E))."""
         c = self.cfg
-        frac = min(self.updates_done / self.total_updates, 1.0)
+        frac = min(self.steps / self.total_steps, 1.0)
         return c.death_rate_final + 0.5 * (c.death_rate - c.death_rate_final) * (1 + math.cos(math.pi * frac))
 
     def state_dict(self) -> dict:
-        return {"updates_done": self.updates_done, "steps": self.steps, "total_updates": self.total_updates,
-                "seed": self.seed}
+        return {"updates_done": self.updates_done, "steps": self.steps, "total_steps": self.total_steps,
+                "seed": self.seed, "threshold": self.threshold}
 
     def load_state_dict(self, state: dict, masks: Dict[str, torch.Tensor]) -> None:
         self.updates_done, self.steps = int(state["updates_done"]), int(state["steps"])
-        self.total_updates, self.seed = int(state["total_updates"]), int(state["seed"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))
+        self.seed = int(state["seed"])
+        self.threshold = float(state.get("threshold", self.cfg.threshold))
         self.model.set_masks(masks)
 
     # ------------------------------------------------------------------ per step
     def mask_grads(self) -> None:
-        """Zeros the gradients outside the masks (call before clipping: the clip norm is then
-        the norm of the update actually applied)."""
+        """Zeros the gradients outside the masks. step() calls it after the trainer has clipped
+        the dense gradient (Selfish-RNN's order); TrainConfig.clip_masked_grad calls it before
+        clipping too, so the clip norm is that of the update applied."""
         with torch.no_grad():
             for n, m in self.masks.items():
                 g = self.params[n].grad
@@ -67,7 +80,9 @@ class Masking:
 
     def step(self, optimizer: torch.optim.Optimizer) -> bool:
         """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
-        the step count triggered a topology update (update_every > 0)."""
+        the step count triggered a topology update (update_every > 0). The active weights get
+        the step Selfish-RNN's gives them (it steps every weight, then re-masks); masking the
+        gradients first keeps weight decay and every optimizer buffer exactly zero outside."""
         self.mask_grads()
         optimizer.step()
         self.model.apply_masks_()
@@ -86,7 +101,7 @@ class Masking:
     # ------------------------------------------------------------------ topology
     def update_topology(self, optimizer: Optional[torch.optim.Optimizer] = None) -> dict:
         """One prune-and-regrow; the total number of nonzeros is unchanged (per tensor too when
-        redistribution is 'none' and death is per tensor)."""
+        redistribution is 'none' and death is per tensor and not 'threshold')."""
         cfg, rate = self.cfg, self.death_rate()
         old = {n: m.clone() for n, m in self.masks.items()}
         w = {n: self.params[n].detach() for n in self.names}
@@ -96,12 +111,26 @@ class Masking:
             after = {n: D.magnitude(w[n], old[n], rate) for n in self.names}
         elif cfg.death == "SET":
             after = {n: D.set_death(w[n], old[n], rate) for n in self.names}
+        elif cfg.death == "SET-original":
+            after = {n: D.set_original(w[n], old[n], rate) for n in self.names}
         else:
-            after = {n: D.threshold(w[n], old[n], cfg.threshold) for n in self.names}
+            after = {n: D.threshold(w[n], old[n], self.threshold) for n in self.names}
         removed = {n: int(old[n].sum()) - int(after[n].sum()) for n in self.names}
         total = sum(removed.values())
         caps = {n: after[n].numel() - int(after[n].sum()) for n in self.names}
-        if cfg.redistribution == "none":
+        threshold_used = self.threshold
+        if cfg.death == "threshold":
+            # Selfish-RNN: the threshold doubles when fewer than 98% of rate * nnz died, halves
+            # when more than 102% did; the change acts from the next update
+            target = rate * sum(int(old[n].sum()) for n in self.names)
+            if total < (1.0 - THRESHOLD_TOLERANCE) * target:
+                self.threshold *= 2.0
+            elif total > (1.0 + THRESHOLD_TOLERANCE) * target:
+                self.threshold *= 0.5
+        if cfg.redistribution == "none" and cfg.death == "threshold":
+            # Selfish-RNN scores every tensor 1.0 here: each regrows total / L whatever it lost
+            grow = allocate(total, {n: 1.0 for n in self.names}, caps)
+        elif cfg.redistribution == "none":
             grow = removed
         elif cfg.redistribution == "magnitude":  # by mean |w| of the surviving weights
             scores = {n: float(w[n][after[n]].abs().mean()) if after[n].any() else 0.0 for n in self.names}
@@ -125,7 +154,10 @@ class Masking:
                     reset_optimizer_state(optimizer, self.params[n], changed)
         self.model.apply_masks_()  # already exact; records it for the fused LSTM path
         self.updates_done += 1
-        return {"death_rate": rate, "removed": total, "density": self.density()}
+        out = {"death_rate": rate, "removed": total, "density": self.density()}
+        if cfg.death == "threshold":
+            out.update(threshold=threshold_used, next_threshold=self.threshold)
+        return out
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
