@@ -18,13 +18,15 @@ from lshx.presets import PRESET_NAMES, TASKS
 @click.option("--max-batches", type=int, default=None, help="Cap on training windows per epoch.")
 @click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
 @dst_options
+@click.option("--clip-masked-grad", is_flag=True,
+              help="Mask the gradient before clipping it (default: clip the dense gradient, as Selfish-RNN).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder for best.pt/last.pt [default: runs/TASK-PRESET-dD-sS].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def train_cmd(task, preset, data, density, epochs, seed, lr, max_batches, device, out, resume, as_json, quiet,
-              **dst):
+def train_cmd(task, preset, data, density, epochs, seed, lr, max_batches, device, clip_masked_grad, out, resume,
+              as_json, quiet, **dst):
     """Train one sparse LSTM/RHN language model with dynamic sparse training.
 
     Validation perplexity is printed after every epoch; the best-validation model is
@@ -38,7 +40,7 @@ def train_cmd(task, preset, data, density, epochs, seed, lr, max_batches, device
     if density is not None:
         over["density"] = density
     cfg = TrainConfig.from_preset(task, preset, data=data, epochs=epochs, seed=seed, lr=lr,
-                                  max_batches=max_batches, device=device, dst=over)
+                                  max_batches=max_batches, device=device, clip_masked_grad=clip_masked_grad, dst=over)
     out = out or f"runs/{task}-{preset}-d{cfg.dst.density:g}-s{seed}"
     res = train(cfg, out, resume=resume, quiet=quiet)
     if as_json:

@@ -8,7 +8,7 @@ from lshx.errors import ConfigError
 TASKS = ("ptb-lstm", "ptb-rhn")
 PRESET_NAMES = ("smoke", "small", "paper")
 
-_COMMON = {"clip": 0.25, "wdecay": 1.2e-6, "nonmono": 5, "eval_batch_size": 10,
+_COMMON = {"clip": 0.25, "wdecay": 1.2e-6, "nonmono": 5, "eval_batch_size": 20,  # Selfish-RNN main.py
            "max_batches": None, "eval_max_batches": None}
 
 PRESETS = {

@@ -36,11 +36,14 @@ class TrainConfig:
     seed: int = 0
     lr: float = 20.0
     clip: float = 0.25
+    # False (Selfish-RNN's order): clip the dense gradient, then step and re-mask; True: mask
+    # the gradient first, so the clip norm is that of the update applied to the active weights
+    clip_masked_grad: bool = False
     wdecay: float = 1.2e-6
     nonmono: int = 5
     batch_size: int = 20
     bptt: int = 35
-    eval_batch_size: int = 10
+    eval_batch_size: int = 20
     max_batches: Optional[int] = None  # cap on training windows per epoch (smoke preset)
     eval_max_batches: Optional[int] = None
     asgd: bool = True  # allow the switch to SNT-ASGD
@@ -125,8 +128,9 @@ class Trainer:
                 bar.close()
                 return float("nan")
             loss.backward()
-            if self.masking is not None:
+            if self.masking is not None and c.clip_masked_grad:
                 self.masking.mask_grads()
+            # by default the dense gradient is clipped, as Selfish-RNN does; masking.step masks it after
             torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
             if self.masking is not None:
                 self.masking.step(self.optimizer)
@@ -172,10 +176,15 @@ class Trainer:
             return {"epoch": self.epoch, "train_loss": train_loss, "val_loss": float("nan"),
                     "val_ppl": float("nan"), "diverged": True}
         # Validate (and keep the best) the model as trained, then update its topology:
-        # the regrown weights start at 0 and are only useful after more training.
+        # the newly grown weights start at 0 and are only useful after more training.
         val_loss = self.evaluate_averaged("valid")
         if not math.isfinite(val_loss):
             self.diverged = True
+        # SNT-ASGD trigger as Selfish-RNN's main.py: this epoch's loss against the best of the
+        # earlier ones but the last nonmono, read before appending this one
+        n = self.cfg.nonmono
+        switch = (self.cfg.asgd and not self.asgd_active and not self.diverged and len(self.val_losses) > n
+                  and val_loss > min(self.val_losses[:-n]))
         self.val_losses.append(val_loss)
         if val_loss < self.best_val:
             self.best_val, self.best_epoch = val_loss, self.epoch
@@ -188,11 +197,11 @@ class Trainer:
             else:
                 after_validation(self)
         topo = None
-        if self.masking is not None and not self.cfg.dst.update_every and self.epoch < self.cfg.epochs:
+        # no topology update in the epoch that switches to SNT-ASGD (Selfish-RNN's main.py)
+        if (self.masking is not None and not self.cfg.dst.update_every and self.epoch < self.cfg.epochs
+                and not switch):
             topo = self.masking.update_topology(self.optimizer)
-        n = self.cfg.nonmono
-        if (self.cfg.asgd and not self.asgd_active and len(self.val_losses) > n
-                and val_loss > min(self.val_losses[:-n])):
+        if switch:
             self._switch_to_asgd()
         self.epoch_seconds.append(time.perf_counter() - t0)
         return {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,

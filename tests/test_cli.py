@@ -23,6 +23,17 @@ def test_train_json(tiny_data, tmp_path):
     assert len(out["val_ppl"]) == 2
 
 
+def test_train_clip_masked_grad_flag(tiny_data, tmp_path):
+    from lshx.checkpoint import load_checkpoint
+
+    for flag, expected in (([], False), (["--clip-masked-grad"], True)):
+        out = tmp_path / f"c{int(expected)}"
+        r = _run(["train", "ptb-lstm", "--preset", "smoke", "--data", tiny_data, "--out", str(out), "--quiet",
+                  "--epochs", "1", "--max-batches", "2", *flag])
+        assert r.exit_code == 0, r.output
+        assert load_checkpoint(out / "last.pt")["config"]["clip_masked_grad"] is expected
+
+
 def test_ls_compute_json(tiny_data, tmp_path):
     _run(["train", "ptb-rhn", "--preset", "smoke", "--data", tiny_data, "--out", str(tmp_path / "r"), "--quiet",
           "--epochs", "1"])

@@ -29,9 +29,11 @@ def test_smoke_training_and_checkpoint(tiny_data, tmp_path):
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("task", ["ptb-lstm", "ptb-rhn"])
-def test_resume_gives_the_same_run(tiny_data, tmp_path, task, monkeypatch):
-    cfg3 = TrainConfig.from_preset(task, "smoke", data=tiny_data, epochs=3, max_batches=6)
+@pytest.mark.parametrize("task,death", [("ptb-lstm", "magnitude"), ("ptb-rhn", "magnitude"),
+                                        ("ptb-lstm", "threshold")])
+def test_resume_gives_the_same_run(tiny_data, tmp_path, task, death, monkeypatch):
+    # threshold: the adapted threshold is part of the DST state, so the resumed run matches
+    cfg3 = TrainConfig.from_preset(task, "smoke", data=tiny_data, epochs=3, max_batches=6, dst={"death": death})
     full = train(cfg3, tmp_path / "a", quiet=True)
     real = Trainer.run_epoch
     calls = {"n": 0}
@@ -123,6 +125,110 @@ def test_asgd_switch_on_nonmonotone_validation(tiny_data):
     tr.evaluate_averaged = lambda split="valid": 6.0
     tr.run_epoch()
     assert tr.asgd_active and isinstance(tr.optimizer, SparseASGD)
+
+
+def test_asgd_trigger_reads_the_losses_before_appending(tiny_data):
+    """Selfish-RNN's main.py: switch when len(val_losses) > nonmono and val_loss >
+    min(val_losses[:-nonmono]), val_losses not yet holding this epoch's loss. Appending first
+    (as lshx did) switches one epoch earlier on a plateau."""
+    def switches(history, new, nonmono=1):
+        tr = Trainer(_cfg(tiny_data, epochs=5, max_batches=2, nonmono=nonmono), quiet=True, progress=False)
+        tr.val_losses = list(history)
+        tr.evaluate_averaged = lambda split="valid": new
+        tr.run_epoch()
+        assert tr.val_losses == list(history) + [new]
+        return tr.asgd_active
+
+    assert not switches([5.0, 4.0], 4.5)  # 4.5 > min([5.0]) is False; appending first: 4.5 > min([5, 4])
+    assert not switches([5.0], 6.0)  # one earlier loss is not more than nonmono = 1
+    assert switches([5.0, 4.0], 6.0)
+    assert not switches([5.0, 4.0, 3.0], 4.5, nonmono=2)
+    assert switches([5.0, 4.0, 3.0], 5.5, nonmono=2)
+
+
+def test_no_topology_update_in_the_switch_epoch(tiny_data):
+    """Selfish-RNN skips the topology update of the epoch that switches to SNT-ASGD (it updates
+    only while the optimizer is SGD, after the switch check), and updates again afterwards."""
+    tr = Trainer(_cfg(tiny_data, epochs=5, max_batches=2, nonmono=1), quiet=True, progress=False)
+    tr.val_losses = [5.0, 4.0]
+    tr.evaluate_averaged = lambda split="valid": 6.0
+    before = {n: m.clone() for n, m in tr.model.masks.items()}
+    r = tr.run_epoch()
+    assert r["asgd"] and r["topology"] is None
+    assert tr.masking.updates_done == 0
+    assert all(torch.equal(before[n], tr.model.masks[n]) for n in before)
+    r = tr.run_epoch()
+    assert r["topology"] is not None and tr.masking.updates_done == 1
+
+
+def test_death_rate_at_epoch_ends_follows_selfish_rnn(tiny_data):
+    """The update after epoch e of E uses cos(pi e / E): E = 3, rate 0.5 -> 0.376, 0.129."""
+    tr = Trainer(_cfg(tiny_data, epochs=3, max_batches=4, dst={"death_rate": 0.5}), quiet=True, progress=False)
+    rates = [tr.run_epoch()["topology"] for _ in range(3)]
+    assert rates[2] is None  # no update after the last epoch
+    assert [r["death_rate"] for r in rates[:2]] == pytest.approx([0.37625, 0.12875])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_clipping_reads_the_dense_gradient_by_default(tiny_data, monkeypatch, masked):
+    """Selfish-RNN clips the dense gradient (weights outside the masks included) and re-masks
+    after the step; clip_masked_grad=True masks the gradient before clipping."""
+    import lshx.train as T
+
+    tr = Trainer(_cfg(tiny_data, epochs=1, max_batches=3, clip_masked_grad=masked), quiet=True, progress=False)
+    params = dict(tr.model.named_parameters())
+    outside = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *a, **k):
+        outside.append(sum(float(params[n].grad[~m].abs().sum()) for n, m in tr.model.masks.items()))
+        return real_clip(parameters, max_norm, *a, **k)
+
+    monkeypatch.setattr(T.torch.nn.utils, "clip_grad_norm_", spy)
+    tr.train_epoch()
+    assert len(outside) == 3
+    assert all((v == 0) if masked else (v > 0) for v in outside)
+    for n, m in tr.model.masks.items():  # either way nothing lives outside the masks after a step
+        assert (params[n][~m] == 0).all() and (params[n].grad[~m] == 0).all()
+    assert tr.model.exact_masked() == set(tr.model.masks)
+
+
+def test_clip_on_dense_gradient_matches_selfish_rnn_step(tiny_data):
+    """One SGD step as Selfish-RNN takes it (clip the dense gradient, step every weight, zero
+    those outside the mask) gives the active weights what lshx's step gives them."""
+    # clip 0.02: binds on both the dense (0.13 here) and the masked gradient
+    tr = Trainer(_cfg(tiny_data, epochs=1, max_batches=1, clip=0.02), quiet=True, progress=False)
+    ref = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    torch.manual_seed(7)
+    tr.train_epoch()
+    got = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    # the reference: the same batch and dropout draws, on a copy, in Selfish-RNN's order
+    import torch.nn.functional as F
+    from lshx.data import bptt_windows
+    from lshx.models import build_model
+
+    model = build_model(tr.model.model_args)
+    model.load_state_dict(ref)
+    model.set_masks(tr.model.masks)
+    model.train()
+    x, y = next(iter(bptt_windows(tr.train_data, tr.cfg.bptt, 1)))
+    torch.manual_seed(7)
+    logits, _ = model(x, model.init_state(tr.cfg.batch_size))
+    F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.clip)
+    torch.optim.SGD(model.parameters(), lr=tr.cfg.lr, weight_decay=tr.cfg.wdecay).step()
+    model.apply_masks_()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_eval_batch_size_is_selfish_rnns():
+    from lshx.presets import get_preset
+
+    for task in ("ptb-lstm", "ptb-rhn"):
+        for preset in ("smoke", "small", "paper"):
+            assert get_preset(task, preset)["eval_batch_size"] == 20
+    assert TrainConfig().eval_batch_size == 20
 
 
 def test_training_keeps_the_fused_path_contract(tiny_data, tmp_path, monkeypatch):
