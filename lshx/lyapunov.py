@@ -125,7 +125,7 @@ def _ref_lstm_step(P: dict, L: int, x: torch.Tensor, h: List[torch.Tensor], c: L
 
 def _ref_rhn_step(P: dict, depth: int, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     H = s.size(-1)
-    xp = F.linear(x, P["rnn.weight_ih"])
+    xp = F.linear(x, P["rnn.weight_ih"], P["rnn.bias_ih"])
     for d in range(depth):
         pre = F.linear(s, P[f"rnn.weight_hh_l{d}"], P[f"rnn.bias_hh_l{d}"]) + (xp if d == 0 else 0)
         h, t = torch.tanh(pre[..., :H]), torch.sigmoid(pre[..., H:])

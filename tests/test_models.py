@@ -68,11 +68,57 @@ def test_step_matches_forward():
 def test_rhn_tied_and_keys():
     m = RHNLM(40, hidden_size=8, depth=2)
     assert "decoder.weight" not in m.state_dict()
+    assert list(m.state_dict()) == ["decoder_bias", "encoder.weight", "rnn.weight_ih", "rnn.bias_ih",
+                                    "rnn.weight_hh_l0", "rnn.bias_hh_l0", "rnn.weight_hh_l1", "rnn.bias_hh_l1"]
     assert m.maskable_names() == ["encoder.weight", "rnn.weight_ih", "rnn.weight_hh_l0", "rnn.weight_hh_l1"]
     m.train()
     logits, s = m(torch.randint(0, 40, (6, 3)))
     assert logits.shape == (6, 3, 40) and s.shape == (3, 8)
-    assert torch.allclose(m.rnn.bias_hh_l0[8:], torch.full((8,), -2.0))
+
+
+def test_rhn_biases_as_selfish_rnn():
+    """Selfish-RNN's HighwayBlock: the first micro-step adds the input Linear's bias and R's
+    bias; every bias has nn.Linear's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), no -2
+    transform-gate bias."""
+    torch.manual_seed(0)
+    H, E = 50, 30
+    rnn = RHNLM(40, hidden_size=H, depth=2).rnn
+    big = type(rnn)(E, H, 2)
+    for b, fan_in in ((big.bias_ih, E), (big.bias_hh_l0, H), (big.bias_hh_l1, H)):
+        assert b.shape == (2 * H,)
+        assert b.abs().max() <= fan_in ** -0.5 and b.abs().max() > 0.8 * fan_in ** -0.5
+        assert b[H:].mean().abs() < 0.1  # no negative gate bias
+    assert big.weight_ih.abs().max() <= E ** -0.5 and big.weight_ih.abs().max() > 0.9 * E ** -0.5
+    # the first micro-step: tanh/sigmoid of W x + b_W + R s + b_R
+    x, s = torch.randn(3, 1, E), torch.randn(1, H)
+    out, _ = big(x[:1], s, {})
+    pre = x[0] @ big.weight_ih.T + big.bias_ih + s @ big.weight_hh_l0.T + big.bias_hh_l0
+    h, t = torch.tanh(pre[:, :H]), torch.sigmoid(pre[:, H:])
+    s1 = h * t + s * (1 - t)
+    pre = s1 @ big.weight_hh_l1.T + big.bias_hh_l1
+    h, t = torch.tanh(pre[:, :H]), torch.sigmoid(pre[:, H:])
+    torch.testing.assert_close(out[0], h * t + s1 * (1 - t))
+
+
+def test_rhn_one_hidden_dropout_mask_for_all_micro_steps(monkeypatch):
+    """Selfish-RNN's RecurrentHighway draws one hidden-dropout mask per sequence, shared by
+    every micro-step and timestep (lshx drew one per micro-step)."""
+    from lshx.models.rhn import RHN
+
+    seen = []
+    original = RHN.micro_step
+
+    def spy(self, d, s, xp_t, masks, drop=None, weights=None):
+        seen.append(drop)
+        return original(self, d, s, xp_t, masks, drop, weights)
+
+    monkeypatch.setattr(RHN, "micro_step", spy)
+    m = RHNLM(40, hidden_size=16, depth=4, dropout_hidden=0.5)
+    m.train()
+    m(torch.randint(0, 40, (3, 5)))
+    assert len(seen) == 12 and seen[0] is not None
+    assert all(torch.equal(d, seen[0]) for d in seen)
+    assert (seen[0] == 0).any() and (seen[0] != 0).any()
 
 
 def test_build_model_roundtrip():

@@ -17,26 +17,29 @@ def _locked_mask(like: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class RHN(nn.Module):
-    """Depth-D highway recurrence; the input enters the first micro-step only.
+    """Depth-D highway recurrence as Selfish-RNN's RecurrentHighway (couple=True) builds it: the
+    input enters the first micro-step only, through its own linear map with a bias.
 
-    Parameters: weight_ih (2H x E), weight_hh_l{d} (2H x H), bias_hh_l{d} (2H); the first
-    H rows of each are the candidate h, the last H the transform gate t (carry c = 1 - t).
+    Parameters: weight_ih (2H x E) and bias_ih (2H) (Selfish-RNN's highways.0.W), weight_hh_l{d}
+    (2H x H) and bias_hh_l{d} (2H) (highways.d.R); the first H rows of each are the candidate h,
+    the last H the transform gate t (carry c = 1 - t). The first micro-step adds both biases.
+    Every weight and bias starts as nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, depth: int, gate_bias: float = -2.0) -> None:
+    def __init__(self, input_size: int, hidden_size: int, depth: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.depth = input_size, hidden_size, depth
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(2 * H, input_size))
+        self.bias_ih = nn.Parameter(torch.empty(2 * H))
         for d in range(depth):
             self.register_parameter(f"weight_hh_l{d}", nn.Parameter(torch.empty(2 * H, H)))
-            self.register_parameter(f"bias_hh_l{d}", nn.Parameter(torch.zeros(2 * H)))
-        bound = 1.0 / H ** 0.5
-        nn.init.uniform_(self.weight_ih, -bound, bound)
-        for d in range(depth):
-            nn.init.uniform_(getattr(self, f"weight_hh_l{d}"), -bound, bound)
-            with torch.no_grad():
-                getattr(self, f"bias_hh_l{d}")[H:].fill_(gate_bias)
+            self.register_parameter(f"bias_hh_l{d}", nn.Parameter(torch.empty(2 * H)))
+        for w, b, fan_in in [(self.weight_ih, self.bias_ih, input_size)] + \
+                [(getattr(self, f"weight_hh_l{d}"), getattr(self, f"bias_hh_l{d}"), H) for d in range(depth)]:
+            bound = 1.0 / fan_in ** 0.5
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
 
     def micro_step(self, d: int, s: torch.Tensor, xp_t: Optional[torch.Tensor], masks: dict,
                    drop: Optional[torch.Tensor] = None, weights: Optional[list] = None):
@@ -53,11 +56,11 @@ class RHN(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, masks: dict, hidden_dropout: float = 0.0,
                 training: bool = False):
-        xp = ops.linear(x, self.weight_ih, masks.get("weight_ih"))
+        xp = ops.linear(x, self.weight_ih, masks.get("weight_ih"), self.bias_ih)
         drops = [None] * self.depth
-        if training and hidden_dropout > 0:  # one mask per layer for all timesteps
-            drops = [s.new_empty(s.shape).bernoulli_(1 - hidden_dropout) / (1 - hidden_dropout)
-                     for _ in range(self.depth)]
+        if training and hidden_dropout > 0:  # one mask for every micro-step and timestep (Selfish-RNN)
+            drop = s.new_empty(s.shape).bernoulli_(1 - hidden_dropout) / (1 - hidden_dropout)
+            drops = [drop] * self.depth
         weights = [ops.masked_weight(getattr(self, f"weight_hh_l{d}"), masks.get(f"weight_hh_l{d}"))
                    for d in range(self.depth)]  # masked once per sequence
         outs = []
@@ -119,7 +122,7 @@ class RHNLM(MaskedLM):
     def step(self, ids_t: torch.Tensor, s: torch.Tensor):
         """One eval timestep: (new state, per micro-step (h, t, s_prev))."""
         masks = self._rnn_masks()
-        xp = ops.linear(self.embed(ids_t), self.rnn.weight_ih, masks.get("weight_ih"))
+        xp = ops.linear(self.embed(ids_t), self.rnn.weight_ih, masks.get("weight_ih"), self.rnn.bias_ih)
         info = []
         for d in range(self.depth):
             h, t, s_new = self.rnn.micro_step(d, s, xp if d == 0 else None, masks)
