@@ -235,6 +235,9 @@ class Trainer:
             "history": {"val_losses": self.val_losses, "best_val": self.best_val, "best_epoch": self.best_epoch,
                         "epoch_seconds": self.epoch_seconds, "diverged": self.diverged},
             "rng": torch.get_rng_state(),
+            # dropout on CUDA draws from the device's generator: without it a resumed or
+            # re-split run (catch-up, ei chunks) would differ from an uninterrupted one
+            "cuda_rng": torch.cuda.get_rng_state(self._cuda_index()) if self._cuda_index() is not None else None,
         }
 
     def save(self, path: Path, averaged: bool = False, extra: Optional[dict] = None) -> Path:
@@ -265,6 +268,15 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         if "rng" in ckpt:
             torch.set_rng_state(ckpt["rng"])
+        if ckpt.get("cuda_rng") is not None and self._cuda_index() is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self._cuda_index())
+
+    def _cuda_index(self) -> Optional[int]:
+        """The CUDA device the model trains on, or None on the CPU."""
+        dev = torch.device(self.cfg.device)
+        if dev.type != "cuda":
+            return None
+        return dev.index if dev.index is not None else torch.cuda.current_device()
 
 
 def load_model(path) -> tuple:

@@ -246,3 +246,158 @@ def test_device_option_and_old_dbs_resume(tiny_data, tmp_path):
     assert cfg.same_search(old)
     cuda = SearchConfig(**{**old, "device": "cuda"})
     assert not cuda.same_search(old)
+
+
+# ----------------------------------------------------------------------------- shared/reviews/search-engine.md
+@pytest.mark.parametrize("algo", ["tpe", "atpe"])
+def test_hyperopt_proposes_n_configs_from_the_model(algo, monkeypatch):
+    """hyperopt's suggest returns one document per call: all n proposals must still come
+    from the algorithm, none from the random top-up."""
+    import random
+
+    from lshx.search import hpo
+    from lshx.search.space import random_config
+
+    history = [(random_config(random.Random(i)), float(i)) for i in range(4)]
+
+    def no_random(rng):
+        raise AssertionError("a proposal fell back to a random draw")
+
+    monkeypatch.setattr(hpo, "random_config", no_random)
+    p = hpo.HyperoptProposer(algo)
+    out = p.propose(history, 5, set(), 3)
+    assert len(out) == 5 and len({config_hash(c) for c in out}) == 5 and p.from_model == 5
+    assert p.propose(history, 5, set(), 3) == out  # seeded
+
+
+def _ev(spec, val=100.0, diverged=False):
+    return {"spectrum": spec, "val_ppl": val, "diverged": diverged}
+
+
+def test_pca2_is_fitted_on_the_dense_model_and_the_alive_candidates_only():
+    rng = np.random.default_rng(0)
+    dense = {e: _ev(rng.normal(size=6).tolist()) for e in (1, 2, 3)}
+    cands = {c: {e: _ev(rng.normal(size=6).tolist()) for e in (1, 2, 3)} for c in (1, 2, 3)}
+    base = distances("pca2", dense, {1: cands[1], 2: cands[2]}, 2, [1, 2])
+    # an eliminated candidate (3) and epochs after the round's (3) do not move the fit
+    assert distances("pca2", dense, cands, 2, [1, 2]) == pytest.approx(base, abs=1e-12)
+    pair = distances("pca2-pair", dense, cands, 2, [1, 2])
+    assert set(pair) == {1, 2} and all(math.isfinite(v) for v in pair.values())
+    # pca2-pair of one candidate is pca2 fitted on the dense model and that candidate alone
+    assert pair[1] == pytest.approx(distances("pca2", dense, {1: cands[1]}, 2, [1])[1], abs=1e-12)
+
+
+def _reopen_as_running(db_path, name):
+    with sqlite3.connect(db_path) as c:
+        c.execute("UPDATE searches SET status='running', result=NULL WHERE name=?", (name,))
+
+
+def test_replay_uses_the_stored_distances(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
+    db = tmp_path / "s.sqlite"
+    first = run_search(cfg, db, SerialExecutor(threads=1), quiet=True)
+    fake = {int(k): 100.0 + int(k) for k in first["rounds"][0]["distances"]}
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE rounds SET distances=? WHERE search=? AND round=1", (json.dumps(fake), first["name"]))
+    _reopen_as_running(db, first["name"])
+    again = run_search(cfg, db, SerialExecutor(threads=1), resume=True, quiet=True)
+    assert again["rounds"][0]["distances"] == {str(k): v for k, v in fake.items()}
+    assert again["rounds"][0]["eliminated"] == first["rounds"][0]["eliminated"]
+
+
+def test_train_epochs_counts_what_this_search_trained(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    fresh = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
+    shared = tmp_path / "b.sqlite"  # the same configs trained to P by a full search first
+    full = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, strategy="full")
+    run_search(full, shared, SerialExecutor(threads=1), name="full", quiet=True)
+    again = run_search(cfg, shared, SerialExecutor(threads=1), name="lsh", quiet=True)
+    assert again["rounds"] == fresh["rounds"]
+    assert again["train_epochs"] == fresh["train_epochs"]
+
+
+def test_schedule_must_fit_in_the_final_epochs():
+    from lshx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="final-epochs"):
+        SearchConfig.from_preset("ptb-lstm", "smoke", n=12)  # eliminates until epoch 6, P = 4
+    SearchConfig.from_preset("ptb-lstm", "smoke", n=12, final_epochs=6)
+
+
+def test_a_crash_inside_a_round_leaves_no_orphan(tiny_data, tmp_path, monkeypatch):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    db_path = tmp_path / "s.sqlite"
+
+    def crash(*a, **k):
+        raise RuntimeError("power loss")
+
+    monkeypatch.setattr(RunDB, "put_round", crash)
+    with pytest.raises(RuntimeError, match="power loss"):
+        run_search(cfg, db_path, SerialExecutor(threads=1), quiet=True)
+    monkeypatch.undo()
+    db = RunDB(db_path)
+    name = db.search_names()[0]
+    assert not [c for c in db.candidates(name) if c["origin"] == "inserted"]  # rolled back with its round
+    db.close()
+    resumed = run_search(cfg, db_path, SerialExecutor(threads=1), resume=True, quiet=True)
+    clean = run_search(cfg, tmp_path / "c.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert resumed["rounds"] == clean["rounds"] and resumed["best"] == clean["best"]
+
+
+def test_a_crash_while_adding_the_initial_candidates_adds_none(tiny_data, tmp_path, monkeypatch):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    calls = {"n": 0}
+    real = RunDB.add_candidate
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(RunDB, "add_candidate", flaky)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_search(cfg, tmp_path / "s.sqlite", SerialExecutor(threads=1), quiet=True)
+    db = RunDB(tmp_path / "s.sqlite")
+    assert db.candidates(db.search_names()[0]) == []
+    db.close()
+
+
+def test_a_diverged_candidate_without_checkpoint_has_infinite_test_perplexity(tiny_data, tmp_path):
+    from lshx.search.lsh import Search
+
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    db = RunDB(tmp_path / "s.sqlite")
+    db.create_search("x", cfg.task, cfg.to_dict())
+    s = Search(cfg, db, SerialExecutor(threads=1), "x", quiet=True)
+    s.add(1, grid("ptb-lstm")[0], "initial", 0)
+    cand = db.candidates("x")[0]
+    db.put_eval(cand["eval_key"], cfg.seed, {"epoch": 1, "val_ppl": math.nan, "spectrum": None, "diverged": True},
+                str(tmp_path / "none.pt"))
+    assert s.test_perplexities([cand]) == [math.inf]
+    db.close()
+
+
+def test_no_elimination_when_n_is_at_most_final_k(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, n=2)
+    res = run_search(cfg, tmp_path / "s.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert res["rounds"] == []
+    db = RunDB(tmp_path / "s.sqlite")
+    statuses = sorted(c["status"] for c in db.candidates(res["name"]) if c["origin"] != "dense")
+    assert statuses == ["best", "final"]
+    db.close()
+
+
+def test_round_seeds_are_independent_across_search_seeds():
+    from lshx.search.lsh import round_seed
+
+    seeds = [round_seed(s, r) for s in range(50) for r in range(10)]
+    assert len(set(seeds)) == len(seeds)  # seed*7919 + r made seed 0's round 1 seed 1's round 0
+    assert round_seed(0, 1) != round_seed(1, 0)
+
+
+def test_full_strategy_says_its_optimizer_saw_no_feedback(tiny_data, tmp_path):
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=2, strategy="full", n=2,
+                                   final_epochs=2)
+    res = run_search(cfg, tmp_path / "s.sqlite", SerialExecutor(threads=1), quiet=True)
+    assert "no feedback" in res["note"]

@@ -63,7 +63,9 @@ class GridProposer(Proposer):
 
 
 class HyperoptProposer(Proposer):
-    """TPE or ATPE from hyperopt 0.3, used as ask/tell through trial documents."""
+    """TPE or ATPE from hyperopt 0.3, used as ask/tell through trial documents.
+    `from_model` says how many of the last proposals came from the algorithm (the rest, only
+    when it keeps proposing configs already tried, are random draws)."""
 
     def __init__(self, algo: str) -> None:
         try:
@@ -76,6 +78,7 @@ class HyperoptProposer(Proposer):
             except ImportError:
                 raise ConfigError("--hpo atpe needs lightgbm: pip install lightgbm") from None
         self.algo = algo
+        self.from_model = 0
 
     def _space(self):
         from hyperopt import hp
@@ -115,28 +118,38 @@ class HyperoptProposer(Proposer):
             algo = partial(tpe.suggest, n_startup_jobs=2)
         else:
             algo = atpe.suggest
-        rng = random.Random(round_seed)
-        out: List[dict] = []
-        seen = set(exclude)
-        # Ask for a few more than needed in one call: duplicates of tried configs are dropped.
-        seed = rng.randrange(2 ** 31)
         import numpy as np
 
+        # hyperopt's suggest returns ONE document however many ids it is given: ask n times,
+        # each with its own seed, so every proposal comes from the model. TPE also gets each
+        # suggestion added as a pending trial (no result) before the next; ATPE cannot read
+        # a trial without a loss, so it gets the finished history only.
+        seeds = np.random.SeedSequence(round_seed).generate_state(4 * n + 4)
+        out: List[dict] = []
+        seen = set(exclude)
         state_np, state_py = np.random.get_state(), random.getstate()
-        np.random.seed(seed)  # atpe also draws from the global numpy and python RNGs
-        random.seed(seed)
         try:
-            docs = algo(trials.new_trial_ids(2 * n + 2), domain, trials, seed)
+            for seed in seeds:
+                if len(out) == n:
+                    break
+                seed = int(seed) % (2 ** 31)
+                np.random.seed(seed)  # atpe also draws from the global numpy and python RNGs
+                random.seed(seed)
+                docs = algo(trials.new_trial_ids(1), domain, trials, seed)
+                for d in docs:
+                    vals = {k: v[0] for k, v in d["misc"]["vals"].items() if v}
+                    cfg = normalize(space_eval(space, vals))
+                    if config_hash(cfg) not in seen and len(out) < n:
+                        out.append(cfg)
+                        seen.add(config_hash(cfg))
+                if self.algo == "tpe":
+                    trials.insert_trial_docs(docs)  # pending: the next suggestion sees it was asked
+                    trials.refresh()
         finally:
             np.random.set_state(state_np)
             random.setstate(state_py)
-        for d in docs:
-            vals = {k: v[0] for k, v in d["misc"]["vals"].items() if v}
-            cfg = normalize(space_eval(space, vals))
-            if config_hash(cfg) not in seen and len(out) < n:
-                out.append(cfg)
-                seen.add(config_hash(cfg))
-        return _fill_distinct(out, n, exclude, rng)
+        self.from_model = len(out)
+        return _fill_distinct(out, n, exclude, random.Random(round_seed))
 
 
 class OptunaProposer(Proposer):

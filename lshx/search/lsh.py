@@ -33,7 +33,7 @@ from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
 
-DISTANCES = ("pca2", "raw", "loss")
+DISTANCES = ("pca2", "raw", "pca2-pair", "loss")
 STRATEGIES = ("lsh", "full")
 
 # search sizes per preset (model sizes come from lshx.presets)
@@ -89,6 +89,12 @@ class SearchConfig:
             raise ConfigError("n, e0, ei and final-k must be >= 1")
         if self.final_epochs < self.e0:
             raise ConfigError("final epochs must be >= e0")
+        if self.strategy == "lsh" and self.n > self.final_k:
+            last = elimination_epochs(self.n, self.e0, self.ei, self.final_k)[-1]
+            if last > self.final_epochs:
+                raise ConfigError(f"the schedule eliminates until epoch {last} (n={self.n}, e0={self.e0}, "
+                                  f"ei={self.ei}) but --final-epochs is {self.final_epochs}: raise --final-epochs "
+                                  f"to >= {last}, or lower n, e0 or ei")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
         if self.device.startswith("cuda"):
@@ -121,6 +127,17 @@ def plan(n: int, final_k: int = 2) -> List[Tuple[int, int, int]]:
         size = keep + ins
 
 
+def elimination_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> List[int]:
+    """The epochs at which the planned rounds eliminate (fewer when the HPO method runs out
+    of new configs, as the grid does)."""
+    return [e0 + ei * r for r in range(len(plan(n, final_k)))]
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """Independent seeds per (search seed, round): round 0 draws the initial candidates."""
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+
+
 def selection_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> int:
     """Epochs of the candidate-selection phase as the paper's Table 3 counts them
     (every candidate alive in a period, catch-up epochs of inserted ones left out)."""
@@ -129,9 +146,33 @@ def selection_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> int:
 
 
 # ----------------------------------------------------------------------------- distances
+def _trajectory(evs: Dict[int, dict], epoch: int) -> List[list]:
+    """A model's spectra at epochs 1..epoch (diverged or missing epochs left out)."""
+    return [ev["spectrum"] for e, ev in sorted(evs.items())
+            if e <= epoch and ev.get("spectrum") is not None and not ev.get("diverged")]
+
+
+def _pca_distance(rows: List[list], ref: list, points: List[list]) -> List[float]:
+    """Fits a 2-D PCA on `rows` and returns the L2 distance of each point to `ref` there."""
+    from sklearn.decomposition import PCA
+
+    X = np.array(rows, dtype=np.float64)
+    pca = PCA(n_components=min(2, X.shape[0], X.shape[1]), svd_solver="full").fit(X)
+    d0 = pca.transform(np.array([ref], dtype=np.float64))[0]
+    Y = pca.transform(np.array(points, dtype=np.float64))
+    return [float(np.linalg.norm(y - d0)) for y in Y]
+
+
 def distances(kind: str, dense: Dict[int, dict], cands: Dict[int, Dict[int, dict]], epoch: int,
               alive: List[int]) -> Dict[int, float]:
-    """s_i for every alive candidate at `epoch` (lower is closer to the dense model)."""
+    """s_i for every alive candidate at `epoch` (lower is closer to the dense model).
+
+    loss: the validation perplexity. raw: L2 between the spectra. pca2: L2 in one 2-D PCA
+    fitted on the dense trajectory and the trajectories of the candidates alive in this
+    round, epochs 1..epoch (what the search knows then: eliminated candidates and other
+    searches' evaluations in a shared DB do not move it). pca2-pair: one PCA per candidate,
+    on the dense trajectory and that candidate's (the paper's embedding([Λ̂, Λ^i]) read
+    literally). Diverged or missing candidates get +inf."""
     out: Dict[int, float] = {}
     if kind == "loss":
         for c in alive:
@@ -140,26 +181,25 @@ def distances(kind: str, dense: Dict[int, dict], cands: Dict[int, Dict[int, dict
             out[c] = float(ev["val_ppl"]) if ok else math.inf
         return out
     ref = dense[epoch]["spectrum"]
-    good = {c for c in alive if cands[c].get(epoch) and not cands[c][epoch]["diverged"]
-            and cands[c][epoch]["spectrum"] is not None}
-    if kind == "raw":
-        for c in alive:
-            out[c] = float(np.linalg.norm(np.array(cands[c][epoch]["spectrum"]) - np.array(ref))) \
-                if c in good else math.inf
+    good = [c for c in alive if cands[c].get(epoch) and not cands[c][epoch]["diverged"]
+            and cands[c][epoch]["spectrum"] is not None]
+    out = {c: math.inf for c in alive}
+    if not good:
         return out
-    # pca2: one PCA over the dense and every candidate trajectory (epochs 1..epoch)
-    from sklearn.decomposition import PCA
-
-    rows = [dense[e]["spectrum"] for e in sorted(dense) if e <= epoch and dense[e]["spectrum"] is not None]
-    for c in sorted(cands):
-        rows += [ev["spectrum"] for e, ev in sorted(cands[c].items())
-                 if e <= epoch and ev["spectrum"] is not None and not ev["diverged"]]
-    X = np.array(rows, dtype=np.float64)
-    pca = PCA(n_components=min(2, X.shape[0], X.shape[1]), svd_solver="full").fit(X)
-    d0 = pca.transform(np.array([ref]))[0]
-    for c in alive:
-        out[c] = float(np.linalg.norm(pca.transform(np.array([cands[c][epoch]["spectrum"]]))[0] - d0)) \
-            if c in good else math.inf
+    points = [cands[c][epoch]["spectrum"] for c in good]
+    if kind == "raw":
+        vals = [float(np.linalg.norm(np.array(p) - np.array(ref))) for p in points]
+    elif kind == "pca2":
+        rows = _trajectory(dense, epoch)
+        for c in good:
+            rows += _trajectory(cands[c], epoch)
+        vals = _pca_distance(rows, ref, points)
+    elif kind == "pca2-pair":
+        vals = [_pca_distance(_trajectory(dense, epoch) + _trajectory(cands[c], epoch), ref, [p])[0]
+                for c, p in zip(good, points)]
+    else:
+        raise ConfigError(f"unknown distance {kind!r}; allowed: {', '.join(DISTANCES)}")
+    out.update(zip(good, vals))
     return out
 
 
@@ -214,16 +254,24 @@ class Search:
                 "target": target, "dir": cand["ckpt_dir"], "threads": self.ex.threads_per_job}
 
     def test_perplexities(self, cands: List[dict]) -> List[float]:
-        """Test perplexity of each candidate's best-validation checkpoint. Trained runs are
-        shared across a DB's searches, so a checkpoint may predate this process: a missing
-        one (the DB was moved without its runs folder) is said in one line."""
-        for cand in cands:
+        """Test perplexity of each candidate's best-validation checkpoint; +inf for one that
+        diverged before any validation (it never wrote one). Trained runs are shared across a
+        DB's searches, so a checkpoint may predate this process: a missing one (the DB was
+        moved without its runs folder) is said in one line."""
+        out: Dict[int, float] = {}
+        todo = []
+        for i, cand in enumerate(cands):
             ck = Path(cand["ckpt_dir"]) / "best.pt"
-            if not ck.exists():
+            if ck.exists():
+                todo.append(i)
+            elif any(e["diverged"] for e in self.evals(cand).values()):
+                out[i] = math.inf
+            else:
                 raise CheckpointError(f"the run DB {self.db.path} records candidate {cand['cid']} as trained, but "
                                       f"its checkpoint {ck} is missing: keep {self.ckpt_root.name}/ next to the "
                                       f"DB, or start from a new DB")
-        return run_all(self.ex, J.test_perplexity, [self._job(c, 0) for c in cands])
+        out.update(zip(todo, run_all(self.ex, J.test_perplexity, [self._job(cands[i], 0) for i in todo])))
+        return [out[i] for i in range(len(cands))]
 
     def advance(self, cids: List[int], target: int, what: str) -> None:
         """Brings candidates to `target` epochs (skipping what is done) and stores their evals."""
@@ -254,13 +302,25 @@ class Search:
         t0 = time.perf_counter()
         c = self.cfg
         existing = {x["cid"]: x for x in self.db.candidates(self.name)}
-        if self.DENSE not in existing:
-            self.add(self.DENSE, None, "dense", 0)
-        if not any(x["origin"] == "initial" for x in existing.values()):
+        n_initial = sum(x["origin"] == "initial" for x in existing.values())
+        if n_initial == 0:
             # grid: n points of the grid in the seeded order (all 24 when n >= 24)
-            initial = self.proposer.propose([], c.n, set(), c.seed)
-            for i, cfg in enumerate(initial, start=1):
-                self.add(i, cfg, "initial", 0)
+            initial = self.proposer.propose([], c.n, set(), round_seed(c.seed, 0))
+            with self.db.transaction():  # the dense model and every initial candidate, or none
+                if self.DENSE not in existing:
+                    self.add(self.DENSE, None, "dense", 0)
+                for i, cfg in enumerate(initial, start=1):
+                    self.add(i, cfg, "initial", 0)
+        elif n_initial != min(c.n, self._max_initial()):
+            raise ConfigError(f"search {self.name!r} in {self.db.path} holds {n_initial} initial candidates, not "
+                              f"n = {c.n}: it was interrupted while being created by an older lshx; start it "
+                              f"under a new --name or in a new DB")
+        initial_ids = sorted(x["cid"] for x in self.db.candidates(self.name) if x["origin"] == "initial")
+        if c.strategy == "lsh" and len(initial_ids) <= c.final_k:  # nothing to select
+            self.advance([self.DENSE] + initial_ids, c.final_epochs, "final training")
+            result = self._pick(initial_ids, [], time.perf_counter() - t0)
+            self.db.finish_search(self.name, result)
+            return result
         if c.strategy == "full":
             rounds = []
             alive = [x["cid"] for x in self.db.candidates(self.name) if x["origin"] != "dense"]
@@ -272,6 +332,10 @@ class Search:
         result = self._pick(finalists, rounds, time.perf_counter() - t0)
         self.db.finish_search(self.name, result)
         return result
+
+    def _max_initial(self) -> int:
+        """How many initial configs the proposer can give (the grid has 24 points)."""
+        return len(self.proposer.points) if hasattr(self.proposer, "points") else self.cfg.n
 
     def _select(self) -> Tuple[List[dict], List[int]]:
         c = self.cfg
@@ -286,24 +350,28 @@ class Search:
             cands = {x["cid"]: x for x in self.db.candidates(self.name)}
             dense_ev = self.evals(cands[self.DENSE])
             cand_ev = {x: self.evals(cands[x]) for x in cands if x != self.DENSE}
-            dist = distances(c.distance, dense_ev, cand_ev, epoch, alive)
             keep = math.ceil(len(alive) / 2)
-            if r in stored:  # replay the recorded decision
+            if r in stored:  # replay the recorded decision with the distances it was made on
+                dist = stored[r]["distances"]
                 gone, inserted_ids = stored[r]["eliminated"], stored[r]["inserted"]
                 survivors = sorted(set(alive) - set(gone))
             else:
+                dist = distances(c.distance, dense_ev, cand_ev, epoch, alive)
                 survivors, gone = eliminate(dist, keep)
-                inserted_ids = []
-                if keep > c.final_k and len(alive) > c.final_k:
+                # candidates an older lshx added for this round before crashing: reuse them
+                inserted_ids = sorted(x for x in cands if cands[x]["origin"] == "inserted" and cands[x]["round"] == r)
+                new = []
+                if not inserted_ids and keep > c.final_k and len(alive) > c.final_k:
                     n_ins = keep // 2
                     history = [(cands[s]["config"], dist[s]) for s in survivors]
                     seen = {cands[x]["config_hash"] for x in cands}
-                    new = self.proposer.propose(history, n_ins, seen, c.seed * 7919 + r)
+                    new = self.proposer.propose(history, n_ins, seen, round_seed(c.seed, r))
                     next_id = max(cands) + 1
-                    for j, cfg in enumerate(new):
-                        self.add(next_id + j, cfg, "inserted", r)
-                        inserted_ids.append(next_id + j)
-                self.db.put_round(self.name, r, epoch, alive, gone, inserted_ids, dist)
+                    inserted_ids = list(range(next_id, next_id + len(new)))
+                with self.db.transaction():  # the round's insertions and its record, or neither
+                    for cid, cfg in zip(inserted_ids, new):  # (new is empty when orphans were reused)
+                        self.add(cid, cfg, "inserted", r)
+                    self.db.put_round(self.name, r, epoch, alive, gone, inserted_ids, dist)
             for g in gone:
                 self.db.set_status(self.name, g, "eliminated")
             finite = [d for d in dist.values() if math.isfinite(d)]
@@ -335,18 +403,27 @@ class Search:
         for x in finalists:
             self.db.set_status(self.name, x, "final")
         self.db.set_status(self.name, best, "best")
-        used = sum(max(self.evals(cands[x]), default=0) for x in cands if x in self.train_epochs_used)
-        return {
+        # what this search trained: each candidate up to the epoch this search took it to (or
+        # to where it diverged), whatever else other searches stored in a shared DB
+        used = sum(min(target, max(self.evals(cands[x]), default=0)) for x, target in self.train_epochs_used.items())
+        result = {
             "name": self.name,
             "best": {"cid": best, "config": cands[best]["config"], "describe": describe(cands[best]["config"]),
                      "val_ppl": best_val(best), "test_ppl": tests[0]},
             "dense": {"val_ppl": best_val(self.DENSE), "test_ppl": tests[1]},
             "rounds": rounds,
             "train_epochs": used,
-            "selection_epochs_table3": selection_epochs(self.cfg.n, self.cfg.e0, self.cfg.ei, self.cfg.final_k),
+            # Table 3's count for the rounds that ran (catch-up epochs left out); equals
+            # selection_epochs(n, e0, ei) when every planned insertion happened
+            "selection_epochs_table3": (self.cfg.n * self.cfg.e0 + self.cfg.ei * sum(
+                len(r["alive"]) - len(r["eliminated"]) + len(r["inserted"]) for r in rounds[:-1])) if rounds else None,
             "candidates": len(cands) - 1,
             "wall_s": wall,
         }
+        if self.cfg.strategy == "full" and self.cfg.hpo in ("tpe", "atpe", "optuna"):
+            result["note"] = (f"strategy full: the {self.cfg.n} configs were proposed at once, before any result, "
+                              f"so {self.cfg.hpo} saw no feedback: a seeded sample from its prior")
+        return result
 
 
 def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str = "default",

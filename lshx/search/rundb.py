@@ -7,11 +7,12 @@ under different names share them.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
@@ -33,12 +34,37 @@ class RunDB:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self._set_wal()
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
 
+    def _set_wal(self, wait_s: float = 60.0) -> None:
+        """Switches to WAL. Changing the journal mode ignores SQLite's busy timeout, so a
+        second process opening a new DB at the same moment got 'database is locked': retry."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything written inside lands together or not at all (a crash in between leaves
+        the DB as before). Not re-entrant."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     # ----------------------------------------------------------------- searches
     def get_search(self, name: str) -> Optional[dict]:

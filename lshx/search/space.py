@@ -14,7 +14,11 @@ from typing import Dict, List
 
 from lshx.sparse.config import DEATHS, INITS, REDISTRIBUTIONS
 
-CATEGORICAL: Dict[str, tuple] = {"init": INITS, "death": DEATHS, "redistribution": REDISTRIBUTIONS}
+# the paper's search space: Selfish-RNN's four death modes (DST may offer more, e.g. the
+# original's SET rule for comparison, outside the search)
+SEARCH_DEATHS = ("magnitude", "SET", "threshold", "global_magnitude")
+assert set(SEARCH_DEATHS) <= set(DEATHS)
+CATEGORICAL: Dict[str, tuple] = {"init": INITS, "death": SEARCH_DEATHS, "redistribution": REDISTRIBUTIONS}
 DEATH_RATE_RANGE = (0.4, 0.9)
 GRID_DEATH_RATE = {"ptb-lstm": 0.8, "ptb-rhn": 0.5}
 GROWTH = "random"
@@ -35,7 +39,7 @@ def config_hash(config: dict) -> str:
 def grid(task: str) -> List[dict]:
     rate = GRID_DEATH_RATE[task]
     return [normalize({"init": i, "death": d, "redistribution": r, "death_rate": rate})
-            for i, d, r in itertools.product(INITS, DEATHS, REDISTRIBUTIONS)]
+            for i, d, r in itertools.product(INITS, SEARCH_DEATHS, REDISTRIBUTIONS)]
 
 
 def random_config(rng: random.Random) -> dict:
