@@ -1,0 +1,325 @@
+"""The Lyapunov spectrum of any PyTorch RNN (library entry points).
+
+- `lyapunov_spectrum(rnn, inputs, ...)`: torch.nn.LSTM, GRU and RNN (tanh, relu), any
+  number of layers, batch_first either way. Analytic Jacobians: every block
+  sum_g diag(a_g) W_g comes from the gate vectors by `ops.row_combine` (no autograd), and the
+  stacked layers are walked in order (J is block lower-triangular), batched over the K
+  sequences, as lshx.lyapunov does for its own models.
+- `lyapunov_spectrum_fn(step, h0, inputs, ...)`: any step function step(h, x) -> h, its
+  Jacobian by torch.func (jacrev, vmapped over the K sequences).
+
+Both run Eq. 1: B^0 = I (N x k); per counted step B^t, R^t = qr(J^t B^{t-1});
+lambda_i = mean over steps of log|R^t_ii| (natural log; |R_ii| = 0 gives the smallest finite
+log), then averaged over the K sequences unless per_sample. The first `warmup` steps only
+advance the state; counting starts from B = I.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from lshx import ops
+from lshx.errors import ConfigError
+from lshx.lyapunov import QR_METHODS, qr_function
+
+__all__ = ["lyapunov_spectrum", "lyapunov_spectrum_fn", "state_size"]
+
+State = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- shared loop
+def _qr(method: str, like: torch.Tensor) -> Callable:
+    if method not in QR_METHODS:
+        raise ConfigError(f"unknown qr {method!r}; allowed: {', '.join(QR_METHODS)}")
+    if like.is_cuda and like.dtype != torch.float32:  # the CUDA kernels take float32 only
+        return ops.lyapunov_step_ref
+    return qr_function(method)
+
+
+def _run(advance: Callable, tangent: Callable, state, K: int, T: int, N: int, k: Optional[int],
+         warmup: int, qr: str, like: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    """Eq. 1 over steps 0..T-1 (the first `warmup` only advance): sorted exponents."""
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0, got {warmup}")
+    if T - warmup < 1:
+        raise ConfigError(f"{T} steps leave none to count after {warmup} warm-up steps")
+    k = N if k is None else int(k)
+    if not 1 <= k <= N:
+        raise ConfigError(f"k must be in [1, N = {N}], got {k}")
+    qrf = _qr(qr, like)
+    B = torch.eye(N, k, dtype=like.dtype, device=like.device).expand(K, N, k).contiguous()
+    acc = torch.zeros(K, k, dtype=like.dtype, device=like.device)
+    for t in range(T):
+        if t < warmup:
+            state = advance(state, t)
+            continue
+        state, JB = tangent(state, t, B)
+        B, logr = qrf(JB)
+        acc += logr
+    lam = acc / (T - warmup)
+    if not per_sample:
+        lam = lam.mean(0)
+    return torch.sort(lam, dim=-1, descending=True).values
+
+
+# ----------------------------------------------------------------------------- torch.nn modules
+def _kind(rnn: nn.Module) -> str:
+    if isinstance(rnn, nn.LSTM):
+        return "lstm"
+    if isinstance(rnn, nn.GRU):
+        return "gru"
+    if isinstance(rnn, nn.RNN):
+        return "rnn_" + rnn.nonlinearity
+    raise ConfigError(f"lyapunov_spectrum takes torch.nn.LSTM, GRU or RNN, got {type(rnn).__name__}; "
+                      "for any other recurrence use lyapunov_spectrum_fn(step, h0, inputs)")
+
+
+def state_size(rnn: nn.Module, state: str = "h") -> int:
+    """N, the length of the state whose spectrum is computed ('hc' doubles an LSTM's)."""
+    n = rnn.num_layers * rnn.hidden_size
+    return 2 * n if state == "hc" and isinstance(rnn, nn.LSTM) else n
+
+
+class _ModuleSteps:
+    """advance/tangent of a stacked torch RNN; states are lists of per-layer (K, H) tensors."""
+
+    def __init__(self, rnn: nn.Module, x: torch.Tensor, state_kind: str) -> None:
+        self.kind, self.hc = _kind(rnn), state_kind == "hc"
+        self.L, self.H = rnn.num_layers, rnn.hidden_size
+        p = dict(rnn.named_parameters())
+        self.W, self.b = [], []
+        for l in range(self.L):
+            w_ih, w_hh = p[f"weight_ih_l{l}"].detach(), p[f"weight_hh_l{l}"].detach()
+            zero = w_hh.new_zeros(w_hh.size(0))
+            self.W.append((w_ih, w_hh))
+            self.b.append((p[f"bias_ih_l{l}"].detach() if rnn.bias else zero,
+                           p[f"bias_hh_l{l}"].detach() if rnn.bias else zero))
+        # layer 0's input projections of every step at once: (K, T, G*H)
+        self.x0 = torch.matmul(x, self.W[0][0].t()) + self.b[0][0]
+        self.combine = ops.row_combine_ref if (x.is_cuda and x.dtype != torch.float32) else ops.row_combine
+
+    # ---------------------------------------------------------------- forward
+    def _layer(self, l: int, xp: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor]):
+        """One layer's step from its input projection xp; returns (h, c, info for J)."""
+        w_hh, b_hh = self.W[l][1], self.b[l][1]
+        hp = torch.addmm(b_hh, h, w_hh.t())
+        if self.kind == "lstm":
+            i, f, g, o = (xp + hp).chunk(4, dim=-1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            cn = f * c + i * g
+            hn = o * torch.tanh(cn)
+            return hn, cn, (i, f, g, o, c, cn)
+        if self.kind == "gru":
+            xr, xz, xn = xp.chunk(3, dim=-1)
+            hr, hz, hn_ = hp.chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn_)
+            return (1 - z) * n + z * h, None, (r, z, n, hn_, h)
+        pre = xp + hp
+        if self.kind == "rnn_tanh":
+            hn = torch.tanh(pre)
+            return hn, None, (1 - hn * hn,)
+        return torch.relu(pre), None, ((pre > 0).to(pre.dtype),)
+
+    def step(self, state, t: int):
+        hs, cs = state
+        nh, nc, infos = [], [], []
+        for l in range(self.L):
+            xp = self.x0[:, t] if l == 0 else torch.addmm(self.b[l][0], nh[-1], self.W[l][0].t())
+            h, c, info = self._layer(l, xp, hs[l], cs[l] if cs is not None else None)
+            nh.append(h)
+            nc.append(c)
+            infos.append(info)
+        return (nh, nc if cs is not None else None), infos
+
+    def advance(self, state, t: int):
+        return self.step(state, t)[0]
+
+    # ---------------------------------------------------------------- tangent
+    def _coefs(self, info) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """(coef of the W_hh blocks, diag added to J_hh, coef of the W_ih blocks)."""
+        if self.kind == "gru":
+            r, z, n, hn_, h = info
+            dn = (1 - z) * (1 - n * n)
+            a_r = dn * hn_ * r * (1 - r)
+            a_z = (h - n) * z * (1 - z)
+            return (torch.stack([a_r, a_z, dn * r], dim=1), z, torch.stack([a_r, a_z, dn], dim=1))
+        d = info[0].unsqueeze(1)
+        return d, None, d
+
+    def tangent(self, state, t: int, B: torch.Tensor):
+        new_state, infos = self.step(state, t)
+        if self.kind == "lstm":
+            return new_state, self._lstm_apply(infos, B)
+        H, rows, u = self.H, [], None
+        for l, info in enumerate(infos):
+            w_ih, w_hh = self.W[l]
+            Bl = B[:, l * H:(l + 1) * H]
+            coef_h, diag, coef_x = self._coefs(info)
+            if coef_h.size(1) == 1:  # one block: diag(a) (W B) is cheaper than building diag(a) W
+                dh = coef_h.transpose(1, 2) * torch.matmul(w_hh, Bl)
+                if u is not None:
+                    dh = dh + coef_x.transpose(1, 2) * torch.matmul(w_ih, u)
+            else:
+                dh = torch.bmm(self.combine(w_hh, coef_h, diag), Bl)
+                if u is not None:
+                    dh = dh + torch.bmm(self.combine(w_ih, coef_x), u)
+            rows.append(dh)
+            u = dh
+        return new_state, torch.cat(rows, dim=1)
+
+    def _lstm_apply(self, infos, B: torch.Tensor) -> torch.Tensor:
+        """lshx.lyapunov's LSTM tangent: 'h' holds c fixed, 'hc' is [h_0, c_0, h_1, c_1, ...]."""
+        H, hc = self.H, self.hc
+        width = 2 * H if hc else H
+        rows, u = [], None
+        for l, (i, f, g, o, c_prev, c) in enumerate(infos):
+            w_ih, w_hh = self.W[l]
+            tc = torch.tanh(c)
+            a_i, a_f, a_g = g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)
+            a_o, a_c = o * (1 - o) * tc, o * (1 - tc * tc)
+            Bh = B[:, l * width: l * width + H]
+            coef_h = torch.stack([a_c * a_i, a_c * a_f, a_c * a_g, a_o], dim=1)
+            dh = torch.bmm(self.combine(w_hh, coef_h), Bh)
+            if u is not None:
+                dh = dh + torch.bmm(self.combine(w_ih, coef_h), u)
+            if hc:
+                Bc = B[:, l * width + H: (l + 1) * width]
+                coef_c = torch.stack([a_i, a_f, a_g, torch.zeros_like(a_o)], dim=1)
+                dc = torch.bmm(self.combine(w_hh, coef_c), Bh)
+                if u is not None:
+                    dc = dc + torch.bmm(self.combine(w_ih, coef_c), u)
+                dh = dh + (a_c * f).unsqueeze(-1) * Bc
+                dc = dc + f.unsqueeze(-1) * Bc
+                rows += [dh, dc]
+            else:
+                rows.append(dh)
+            u = dh
+        return torch.cat(rows, dim=1)
+
+
+def _initial_state(rnn: nn.Module, h0: Optional[State], K: int, like: torch.Tensor, unbatched: bool):
+    L, H = rnn.num_layers, rnn.hidden_size
+    lstm = isinstance(rnn, nn.LSTM)
+
+    def layers(t: Optional[torch.Tensor], what: str) -> List[torch.Tensor]:
+        if t is None:
+            return [like.new_zeros(K, H) for _ in range(L)]
+        t = t.detach().to(dtype=like.dtype, device=like.device)
+        if unbatched and t.dim() == 2:
+            t = t.unsqueeze(1)
+        if tuple(t.shape) != (L, K, H):
+            raise ConfigError(f"{what} has shape {tuple(t.shape)}, expected (num_layers, K, hidden) = {(L, K, H)}")
+        return [t[l] for l in range(L)]
+
+    if lstm:
+        if h0 is not None and not (isinstance(h0, (tuple, list)) and len(h0) == 2):
+            raise ConfigError("an LSTM's h0 is the tuple (h0, c0), as nn.LSTM takes it")
+        h, c = h0 if h0 is not None else (None, None)
+        return layers(h, "h0"), layers(c, "c0")
+    if isinstance(h0, (tuple, list)):
+        raise ConfigError(f"a {type(rnn).__name__}'s h0 is one tensor, not a tuple")
+    return layers(h0, "h0"), None
+
+
+def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[State] = None, warmup: int = 0,
+                      k: Optional[int] = None, state: str = "h", per_sample: bool = False,
+                      qr: str = "householder") -> torch.Tensor:
+    """Lyapunov spectrum of a torch.nn.LSTM, GRU or RNN driven by `inputs`.
+
+    inputs: K independent sequences in the module's own layout ((T, K, D), or (K, T, D) with
+    batch_first; an unbatched (T, D) is K = 1). h0: the module's own initial state (zeros
+    when None; an LSTM's is (h0, c0)). The state vector is [h_0, ..., h_{L-1}]; for an LSTM,
+    state="h" holds c fixed in the Jacobian (as lshx does) and "hc" uses the full state
+    [h_0, c_0, h_1, c_1, ...]. The first `warmup` steps only advance the state. Dropout is
+    not applied (eval behaviour). Returns the k largest-first exponents, natural log per
+    step, in the module's dtype: shape (k,) averaged over the K sequences, or (K, k) with
+    per_sample=True. qr: householder (LAPACK), cholqr2 or batched, as lshx.lyapunov.
+    """
+    kind = _kind(rnn)
+    if rnn.bidirectional:
+        raise ConfigError("a bidirectional RNN has no forward-in-time state map: its Lyapunov spectrum "
+                          "is not defined; pass one direction (a unidirectional module) instead")
+    if getattr(rnn, "proj_size", 0):
+        raise ConfigError("an LSTM with proj_size > 0 is not supported by the fast path; "
+                          "use lyapunov_spectrum_fn with a step function")
+    if state not in ("h", "hc"):
+        raise ConfigError(f"unknown state {state!r}; allowed: h, hc")
+    if state == "hc" and kind != "lstm":
+        raise ConfigError(f"state 'hc' is the LSTM's (h, c); a {type(rnn).__name__} has the state h only")
+    w = rnn.weight_hh_l0
+    if inputs.dim() not in (2, 3):
+        raise ConfigError(f"inputs must be (T, D), (T, K, D) or batch_first (K, T, D); got {tuple(inputs.shape)}")
+    unbatched = inputs.dim() == 2
+    x = inputs.detach().to(dtype=w.dtype, device=w.device)
+    x = x.unsqueeze(0) if unbatched else (x if rnn.batch_first else x.transpose(0, 1))
+    if x.size(-1) != rnn.input_size:
+        raise ConfigError(f"inputs have {x.size(-1)} features, the module takes {rnn.input_size}")
+    K, T = x.shape[:2]
+    with torch.no_grad():
+        steps = _ModuleSteps(rnn, x, state)
+        h, c = _initial_state(rnn, h0, K, x, unbatched)
+        return _run(steps.advance, steps.tangent, (h, c), K, T, state_size(rnn, state), k, warmup, qr, x,
+                    per_sample)
+
+
+# ----------------------------------------------------------------------------- any step function
+def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor, *,
+                         aux0: Optional[torch.Tensor] = None, warmup: int = 0, k: Optional[int] = None,
+                         per_sample: bool = False, qr: str = "householder") -> torch.Tensor:
+    """Lyapunov spectrum of any recurrence h <- step(h, x), its Jacobian by torch.func.
+
+    step maps one sequence's state h (N,) and input x (inputs[s, t], any shape) to the next
+    state (N,); it must be a torch function torch.func can transform (no in-place writes to
+    captured tensors, no .item()). inputs: (K, T, ...), K independent sequences, batch first.
+    h0: (N,) shared by all sequences, or (K, N). With aux0 (shared or per sequence like h0),
+    the signature is step(h, x, aux) -> (h, aux): aux is advanced but held fixed in the
+    Jacobian (an LSTM's c with state="h"). Returns what lyapunov_spectrum returns.
+    """
+    if inputs.dim() < 2:
+        raise ConfigError(f"inputs must be (K, T, ...), got {tuple(inputs.shape)}")
+    K, T = inputs.shape[:2]
+    h0 = h0.detach()
+    shared = h0.dim() == 1
+    if shared:
+        h0 = h0.expand(K, -1)
+    if h0.dim() != 2 or h0.size(0) != K:
+        raise ConfigError(f"h0 must be (N,) or (K, N) with K = {K}, got {tuple(h0.shape)}")
+    x = inputs.detach()
+    N = h0.size(1)
+    if aux0 is None:
+        state0 = h0.contiguous()
+
+        def f(h, xt):  # (output to differentiate, next state)
+            hn = step(h, xt)
+            return hn, hn
+    else:
+        a0 = aux0.detach()
+        a0 = a0.expand(K, *a0.shape) if shared else a0
+        if a0.dim() < 1 or a0.size(0) != K:
+            raise ConfigError(f"aux0 must be (K, ...) with K = {K} when h0 is (K, N), got {tuple(a0.shape)}")
+        state0 = (h0.contiguous(), a0.contiguous())
+
+        def f(h, xt, a):
+            hn, an = step(h, xt, a)
+            return hn, (hn, an)
+
+    fwd = torch.func.vmap(f)
+    jac = torch.func.vmap(torch.func.jacrev(f, argnums=0, has_aux=True))  # J = dh'/dh, aux held fixed
+
+    def args(s, t):
+        return (s, x[:, t]) if aux0 is None else (s[0], x[:, t], s[1])
+
+    def detach(s):
+        return s.detach() if torch.is_tensor(s) else tuple(v.detach() for v in s)
+
+    def advance(s, t):
+        return detach(fwd(*args(s, t))[1])
+
+    def tangent(s, t, B):
+        J, new = jac(*args(s, t))
+        return detach(new), torch.bmm(J.detach(), B)
+
+    return _run(advance, tangent, state0, K, T, N, k, warmup, qr, h0, per_sample)
