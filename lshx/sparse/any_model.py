@@ -1,0 +1,131 @@
+"""Dynamic sparse training of any nn.Module: the interface lshx's Masking engine needs.
+
+    masking = sparsify(model, DSTConfig(density=0.3, death="SET"), include="rnn.*",
+                       total_steps=epochs * batches_per_epoch)
+    ...  loss.backward(); clip_grad_norm_(...); masking.step(opt)   # every batch
+    masking.update_topology(opt)   # after every epoch but the last (or DSTConfig(update_every=N))
+
+ModuleMasks wraps the user's module without changing it (its parameter names, forward and
+state_dict stay its own) and keeps the masks beside it, keyed by parameter name. Which
+parameters are masked: every parameter of two or more dimensions whose name passes the
+filter; biases (and every other 1-D parameter: norms, gains) never. Masking then keeps its
+guarantees: every masked tensor holds exactly its target number of nonzeros after every
+optimizer step and topology update, gradients and per-element optimizer state are zero
+outside the masks, and regrown weights start at zero.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+
+from lshx.errors import ConfigError
+from lshx.ops import mask_as
+from lshx.sparse.config import DSTConfig
+from lshx.sparse.masking import Masking
+
+NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+__all__ = ["ModuleMasks", "maskable", "sparsify"]
+
+
+def _matcher(spec: NameFilter, default: bool) -> Callable[[str], bool]:
+    """None -> default; str or list of str -> fnmatch glob patterns; callable -> itself."""
+    if spec is None:
+        return lambda name: default
+    if callable(spec):
+        return spec
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _is_bias(name: str, p: torch.Tensor) -> bool:
+    return p.dim() < 2 or name.rsplit(".", 1)[-1].startswith("bias")
+
+
+def maskable(module: nn.Module, include: NameFilter = None, exclude: NameFilter = None) -> List[str]:
+    """Names of the parameters a filter selects: include (glob patterns or a predicate on the
+    name; default every one) minus exclude; never biases or other 1-D parameters."""
+    inc, exc = _matcher(include, True), _matcher(exclude, False)
+    return [n for n, p in module.named_parameters() if not _is_bias(n, p) and inc(n) and not exc(n)]
+
+
+class ModuleMasks:
+    """A user's nn.Module seen as the MaskedLM interface Masking drives (named_parameters,
+    maskable_names, set_masks, masks, mask, apply_masks_, exact_masked)."""
+
+    def __init__(self, module: nn.Module, include: NameFilter = None, exclude: NameFilter = None) -> None:
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"expected an nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.names = maskable(module, include, exclude)
+        if not self.names:
+            raise ConfigError("the name filter selects no maskable parameter (biases and 1-D parameters never "
+                              f"are); parameters: {', '.join(n for n, _ in module.named_parameters())}")
+        self.masks: Dict[str, torch.Tensor] = {}
+        self._exact: Dict[str, tuple] = {}
+
+    def named_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        return self.module.named_parameters()
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.module.parameters()
+
+    def maskable_names(self) -> List[str]:
+        return list(self.names)
+
+    def set_masks(self, masks: Optional[Dict[str, torch.Tensor]]) -> None:
+        masks = dict(masks or {})
+        params = dict(self.module.named_parameters())
+        for name, m in masks.items():
+            if name not in params:
+                raise KeyError(f"mask for unknown parameter {name!r}")
+            if name not in self.names:
+                raise KeyError(f"parameter {name!r} is not selected for masking (filter, or a bias)")
+            if m.shape != params[name].shape:
+                raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
+        self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
+
+    def mask(self, name: str) -> Optional[torch.Tensor]:
+        return self.masks.get(name)
+
+    def apply_masks_(self) -> None:
+        """Zeros the weights outside their masks in place (the module may have moved: the
+        masks follow its device first), and records that they are."""
+        params = dict(self.module.named_parameters())
+        if any(m.device != params[n].device for n, m in self.masks.items()):
+            self.set_masks(self.masks)
+        with torch.no_grad():
+            for name, m in self.masks.items():
+                params[name].mul_(mask_as(m, params[name].dtype))
+        self._exact = {name: (m, params[name]._version) for name, m in self.masks.items()}
+
+    def exact_masked(self) -> Set[str]:
+        """The masked weights known to be exactly zero outside their masks (apply_masks_ ran
+        since the mask was set and nothing has written to the weight since)."""
+        params = dict(self.module.named_parameters())
+        return {n for n, (m, v) in self._exact.items()
+                if self.masks.get(n) is m and n in params and params[n]._version == v}
+
+    def nonzeros(self) -> Dict[str, int]:
+        """Nonzero weights per masked parameter (what the exactness guarantee is about)."""
+        params = dict(self.module.named_parameters())
+        return {n: int((params[n].detach() != 0).sum()) for n in self.masks}
+
+
+def sparsify(module: nn.Module, cfg: Optional[DSTConfig] = None, *, include: NameFilter = None,
+             exclude: NameFilter = None, total_steps: int = 1, seed: int = 0, **dst) -> Masking:
+    """Masks `module` in place and returns the DST engine driving it.
+
+    cfg: a DSTConfig, or its fields as keyword arguments (density, init, death, growth,
+    redistribution, death_rate, update_every, ...). total_steps: the optimizer steps the
+    training plans (epochs x batches); the death rate follows a cosine over them.
+    The engine's model is the ModuleMasks adapter (masking.model.module is `module`).
+    """
+    if cfg is None:
+        cfg = DSTConfig.from_dict(dst)
+    elif dst:
+        raise ConfigError("give a DSTConfig or its fields as keyword arguments, not both")
+    return Masking(ModuleMasks(module, include, exclude), cfg, total_steps, seed=seed)
