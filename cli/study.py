@@ -59,3 +59,52 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 
     for row in res["epochs"]:
         click.echo(f"{row['epoch']:5d}  {fmt(row['ls_distance'])}  {fmt(row['val_ppl'])}")
+
+
+@study_group.command("table")
+@click.argument("task", type=click.Choice(TASKS), default="ptb-lstm")
+@click.option("--space", type=click.Choice(["gs24", "random"]), default="gs24", show_default=True,
+              help="gs24: the paper's grid (2 inits x 4 death modes x 3 redistributions); random: --n draws "
+                   "from TPE's space.")
+@click.option("--n", "n", type=int, default=None, help="Configurations of a random pool.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
+@click.option("--density", type=float, default=None, help="Target density [preset].")
+@click.option("--final-epochs", type=int, default=12, show_default=True)
+@click.option("--max-batches", type=int, default=None,
+              help="Training windows per epoch (default: whole PTB-16% epochs, not the search preset's cap).")
+@click.option("--state", type=click.Choice(["h", "both"]), default="both", show_default=True,
+              help="both: also the hc-state spectrum and the one with the authors' aligned warm-up.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds per configuration.")
+@click.option("--data", type=str, default=None)
+@click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False), default="runs/table.sqlite", show_default=True)
+@click.option("--name", type=str, default=None)
+@click.option("--resume", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random) and the LS windows.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, data, device, executor,
+              workers, db, name, resume, seed, as_json, quiet):
+    """Trains every configuration of a pool (and the dense model) to --final-epochs, recording
+    after every epoch the validation ppl, training loss and spectra, and each configuration's
+    final test ppl: a table that `lshx study replay` replays searches on."""
+    from lshx.search.executors import make_executor
+    from lshx.table import table_configs, train_table
+
+    cfg = table_configs(task, space, n, preset, final_epochs=final_epochs, seed=seed, data=data, density=density,
+                        max_batches=max_batches, device=device, ls_extra=["hc", "h-orth"] if state == "both" else None)
+    cfg.max_batches = max_batches  # whole epochs unless asked: not the search preset's cap
+    name = name or f"{space}-{task}-{preset}-P{final_epochs}"
+    ex = make_executor(executor, workers)
+    try:
+        res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet)
+    finally:
+        ex.close()
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"table {res['name']}: {res['configs']} configurations + dense, {res['seeds']} seed(s), "
+               f"{res['final_epochs']} epochs (PTB-16%)")
+    click.echo(f"best: {res['best']} (test ppl {res['best_test_ppl']:.2f})")

@@ -6,6 +6,7 @@ at most the epoch it was in, and a rerun continues from the last finished epoch.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import math
 import os
 import time
@@ -27,7 +28,8 @@ def _corpus(data):
 
 
 def advance(job: dict) -> dict:
-    """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads}."""
+    """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads,
+    ls_extra (optional {label: LSConfig overrides}: more spectra per epoch, e.g. the hc state)}."""
     from lshx.checkpoint import load_checkpoint
     from lshx.data import load_split
     from lshx.lyapunov import LSConfig, lyapunov_spectrum, sample_windows
@@ -58,6 +60,9 @@ def advance(job: dict) -> dict:
             if tokens is not None:
                 res = lyapunov_spectrum(tr.model, tokens, ls)
                 spec["spectrum"] = res.spectrum
+                for label, over in (job.get("ls_extra") or {}).items():
+                    spec.setdefault("extra", {})[label] = \
+                        lyapunov_spectrum(tr.model, tokens, LSConfig(**{**asdict(ls), **over})).spectrum
 
         t0 = time.perf_counter()
         r = trainer.run_epoch(best_path=best, after_validation=measure)
@@ -66,6 +71,7 @@ def advance(job: dict) -> dict:
         # NaN or +inf is divergence; a collapsed layer gives finite, very negative exponents
         diverged = trainer.diverged or (spectrum is not None and not all(math.isfinite(v) for v in spectrum))
         evals.append({"epoch": trainer.epoch, "val_ppl": r["val_ppl"], "spectrum": spectrum, "diverged": diverged,
+                      "train_loss": r.get("train_loss"), "extra": spec.get("extra"),
                       "seconds": time.perf_counter() - t0, "created": time.time(), "pid": os.getpid()})
         trainer.save(last, extra={"lsh_evals": evals})
         if diverged:

@@ -34,6 +34,9 @@ from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
 
 DISTANCES = ("pca2", "raw", "pca2-pair", "loss")
+# spectra a table may record beside the default (state h, warm-up 'advance'): the full LSTM
+# state, and the authors' aligned warm-up (B propagated through the warm-up steps)
+LS_EXTRA = {"hc": {"state": "hc"}, "h-orth": {"warmup_mode": "orthonormalize"}}
 STRATEGIES = ("lsh", "full")
 
 # search sizes per preset (model sizes come from lshx.presets)
@@ -67,6 +70,8 @@ class SearchConfig:
     ls_warmup: int = 10
     ls_k: Optional[int] = None
     device: str = "cpu"  # where every candidate trains and its spectrum is computed
+    train_seed: Optional[int] = None  # the candidates' training seed (default: seed, which also seeds the HPO)
+    ls_extra: Optional[List[str]] = None  # more spectra per epoch (LS_EXTRA), for tables
 
     @classmethod
     def from_preset(cls, task: str, preset: str, **over) -> "SearchConfig":
@@ -95,6 +100,9 @@ class SearchConfig:
                 raise ConfigError(f"the schedule eliminates until epoch {last} (n={self.n}, e0={self.e0}, "
                                   f"ei={self.ei}) but --final-epochs is {self.final_epochs}: raise --final-epochs "
                                   f"to >= {last}, or lower n, e0 or ei")
+        bad = set(self.ls_extra or ()) - set(LS_EXTRA)
+        if bad:
+            raise ConfigError(f"unknown extra spectrum {', '.join(sorted(bad))}; allowed: {', '.join(LS_EXTRA)}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
         if self.device.startswith("cuda"):
@@ -227,7 +235,8 @@ class Search:
             dst["density"] = 1.0
         elif c.density is not None:
             dst["density"] = c.density
-        return TrainConfig.from_preset(c.task, c.preset, data=c.data, epochs=c.final_epochs, seed=c.seed,
+        seed = c.seed if c.train_seed is None else c.train_seed
+        return TrainConfig.from_preset(c.task, c.preset, data=c.data, epochs=c.final_epochs, seed=seed,
                                        max_batches=c.max_batches, device=c.device, dst=dst)
 
     def ls_config(self) -> Optional[dict]:
@@ -238,8 +247,14 @@ class Search:
         c = self.cfg
         return asdict(LSConfig(samples=c.ls_samples, steps=c.ls_steps, warmup=c.ls_warmup, k=c.ls_k))
 
+    def ls_extra(self) -> Dict[str, dict]:
+        return {k: LS_EXTRA[k] for k in (self.cfg.ls_extra or [])} if self.ls_config() else {}
+
     def _eval_key(self, tcfg: TrainConfig) -> str:
-        blob = json.dumps({"train": tcfg.to_dict(), "ls": self.ls_config()}, sort_keys=True)
+        what = {"train": tcfg.to_dict(), "ls": self.ls_config()}
+        if self.ls_extra():  # (left out when empty: the keys of DBs written before stay valid)
+            what["ls_extra"] = self.ls_extra()
+        blob = json.dumps(what, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
     def add(self, cid: int, config: Optional[dict], origin: str, round_: int) -> None:
@@ -251,7 +266,8 @@ class Search:
     def _job(self, cand: dict, target: int) -> dict:
         cfg = None if cand["origin"] == "dense" else cand["config"]
         return {"key": cand["eval_key"], "train": self.train_config(cfg).to_dict(), "ls": self.ls_config(),
-                "target": target, "dir": cand["ckpt_dir"], "threads": self.ex.threads_per_job}
+                "ls_extra": self.ls_extra(), "target": target, "dir": cand["ckpt_dir"],
+                "threads": self.ex.threads_per_job}
 
     def test_perplexities(self, cands: List[dict]) -> List[float]:
         """Test perplexity of each candidate's best-validation checkpoint; +inf for one that

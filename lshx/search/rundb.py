@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS candidates (
 CREATE TABLE IF NOT EXISTS evals (
   eval_key TEXT, seed INTEGER, epoch INTEGER, val_ppl REAL, spectrum TEXT, diverged INTEGER,
   seconds REAL, ckpt TEXT, created REAL, PRIMARY KEY (eval_key, seed, epoch));
+CREATE TABLE IF NOT EXISTS tests (
+  eval_key TEXT, seed INTEGER, test_ppl REAL, PRIMARY KEY (eval_key, seed));
 CREATE TABLE IF NOT EXISTS rounds (
   search TEXT, round INTEGER, epoch INTEGER, alive TEXT, eliminated TEXT, inserted TEXT,
   distances TEXT, PRIMARY KEY (search, round));
@@ -37,6 +39,14 @@ class RunDB:
         self._set_wal()
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since the first schema: a DB written before gets them (NULL)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(evals)")}
+        for col, kind in (("train_loss", "REAL"), ("extra", "TEXT")):
+            if col not in have:
+                self.conn.execute(f"ALTER TABLE evals ADD COLUMN {col} {kind}")
 
     def _set_wal(self, wait_s: float = 60.0) -> None:
         """Switches to WAL. Changing the journal mode ignores SQLite's busy timeout, so a
@@ -102,16 +112,26 @@ class RunDB:
 
     # ----------------------------------------------------------------- evaluations
     def put_eval(self, eval_key: str, seed: int, ev: dict, ckpt: str) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO evals VALUES (?,?,?,?,?,?,?,?,?)",
+        self.conn.execute("INSERT OR IGNORE INTO evals (eval_key, seed, epoch, val_ppl, spectrum, diverged, seconds, "
+                          "ckpt, created, train_loss, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                           (eval_key, seed, ev["epoch"], ev["val_ppl"],
                            json.dumps(ev["spectrum"]) if ev.get("spectrum") is not None else None,
-                           int(bool(ev.get("diverged"))), ev.get("seconds"), ckpt, ev.get("created", time.time())))
+                           int(bool(ev.get("diverged"))), ev.get("seconds"), ckpt, ev.get("created", time.time()),
+                           ev.get("train_loss"), json.dumps(ev["extra"]) if ev.get("extra") else None))
 
     def evals(self, eval_key: str, seed: int) -> Dict[int, dict]:
-        rows = self.conn.execute("SELECT epoch, val_ppl, spectrum, diverged, seconds, ckpt, created FROM evals "
-                                 "WHERE eval_key=? AND seed=? ORDER BY epoch", (eval_key, seed))
+        rows = self.conn.execute("SELECT epoch, val_ppl, spectrum, diverged, seconds, ckpt, created, train_loss, extra "
+                                 "FROM evals WHERE eval_key=? AND seed=? ORDER BY epoch", (eval_key, seed))
         return {r[0]: {"epoch": r[0], "val_ppl": r[1], "spectrum": json.loads(r[2]) if r[2] else None,
-                       "diverged": bool(r[3]), "seconds": r[4], "ckpt": r[5], "created": r[6]} for r in rows}
+                       "diverged": bool(r[3]), "seconds": r[4], "ckpt": r[5], "created": r[6], "train_loss": r[7],
+                       "extra": json.loads(r[8]) if r[8] else {}} for r in rows}
+
+    # ----------------------------------------------------------------- test perplexities (tables)
+    def put_test(self, eval_key: str, seed: int, test_ppl: float) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO tests VALUES (?,?,?)", (eval_key, seed, test_ppl))
+
+    def tests(self, seed: int) -> Dict[str, float]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT eval_key, test_ppl FROM tests WHERE seed=?", (seed,))}
 
     # ----------------------------------------------------------------- rounds
     def put_round(self, search: str, round_: int, epoch: int, alive: list, eliminated: list, inserted: list,

@@ -1,0 +1,158 @@
+"""Tables: every configuration of a pool trained once (per training seed), with its per-epoch
+validation perplexity, training loss and spectra and its final test perplexity, so that
+searches can be replayed on it (lshx.replay) instead of trained (tabular HPO benchmarks).
+
+A table is one 'full'-strategy search per training seed, named NAME-t0, NAME-t1, ... in an
+ordinary run DB: it resumes like any search, and its test perplexities (of each
+configuration's best-validation checkpoint) go into the DB's tests table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from lshx.errors import ConfigError
+from lshx.progress import log
+from lshx.search.executors import Executor
+from lshx.search.lsh import Search, SearchConfig, run_search
+from lshx.search.rundb import RunDB
+from lshx.search.space import config_hash, grid, normalize
+
+SPACES = ("gs24", "random")
+
+
+def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) -> SearchConfig:
+    """The SearchConfig of a table: gs24 is the paper's grid (all 24 points), random n seeded
+    draws from TPE's space; both with the full strategy (every configuration trained to P)."""
+    if space not in SPACES:
+        raise ConfigError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
+    if space == "gs24":
+        if n not in (None, 24):
+            raise ConfigError("--space gs24 is the whole grid: leave --n out (it is 24)")
+        hpo, n = "grid", 24
+    else:
+        if not n or n < 2:
+            raise ConfigError("--space random needs --n N (N >= 2)")
+        hpo = "random"
+    return SearchConfig.from_preset(task, preset, hpo=hpo, strategy="full", distance="pca2", n=n, e0=1, **over)
+
+
+def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str, seeds: int = 1,
+                resume: bool = False, quiet: bool = False) -> dict:
+    """Trains the pool once per training seed (0 .. seeds-1) and stores every test perplexity."""
+    if seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
+    out = []
+    for t in range(seeds):
+        tcfg = SearchConfig(**{**cfg.to_dict(), "train_seed": t})
+        tname = f"{name}-t{t}"
+        log(f"table {name}: training seed {t} ({tname})", quiet)
+        run_search(tcfg, db_path, executor, name=tname, resume=resume, quiet=quiet)
+        db = RunDB(db_path)
+        try:
+            search = Search(tcfg, db, executor, tname, quiet=True)
+            cands = db.candidates(tname)
+            have = db.tests(tcfg.seed)
+            todo = [c for c in cands if c["eval_key"] not in have]
+            for c, ppl in zip(todo, search.test_perplexities(todo) if todo else []):
+                db.put_test(c["eval_key"], tcfg.seed, ppl)
+        finally:
+            db.close()
+        out.append(tname)
+    return load_table(db_path, name).summary()
+
+
+@dataclass
+class Table:
+    """A table read back: configs[i] (None for the dense model, index 0), and per training
+    seed t: evals[t][i] = {epoch: eval} and test[t][i] = final test ppl."""
+    name: str
+    task: str
+    options: dict
+    configs: List[Optional[dict]]
+    evals: List[List[Dict[int, dict]]]
+    test: List[List[float]]
+    seeds: List[int] = field(default_factory=list)
+
+    @property
+    def final_epochs(self) -> int:
+        return int(self.options["final_epochs"])
+
+    def index(self, config: Optional[dict]) -> int:
+        if config is None:
+            return 0
+        h = config_hash(config)
+        for i, c in enumerate(self.configs):
+            if c is not None and config_hash(c) == h:
+                return i
+        raise KeyError(f"configuration {normalize(config)} is not in table {self.name!r}")
+
+    def mean_test(self, i: int) -> float:
+        vals = [t[i] for t in self.test]
+        return sum(vals) / len(vals)
+
+    def best(self) -> int:
+        """The configuration (not the dense model) with the lowest test ppl, averaged over seeds."""
+        return min(range(1, len(self.configs)), key=lambda i: (self.mean_test(i), i))
+
+    def summary(self) -> dict:
+        P = self.final_epochs
+        rows = []
+        for i, c in enumerate(self.configs):
+            curves = [[ev[e]["val_ppl"] if e in ev else None for e in range(1, P + 1)] for ev in
+                      (seed[i] for seed in self.evals)]
+            rows.append({"config": c or "dense", "val_ppl": curves, "test_ppl": [t[i] for t in self.test]})
+        return {"name": self.name, "task": self.task, "configs": len(self.configs) - 1, "seeds": len(self.evals),
+                "final_epochs": P, "best": self.configs[self.best()], "best_test_ppl": self.mean_test(self.best()),
+                "rows": rows}
+
+
+def load_table(db_path: str | Path, name: str) -> Table:
+    """Reads table NAME (its searches NAME-t0, NAME-t1, ...) from a run DB; one clear error
+    when it is missing or not finished."""
+    if not Path(db_path).exists():
+        raise ConfigError(f"no run DB at {db_path}")
+    db = RunDB(db_path)
+    try:
+        names = [n for n in db.search_names() if n.startswith(f"{name}-t") and n[len(name) + 2:].isdigit()]
+        if not names:
+            known = sorted({n.rsplit("-t", 1)[0] for n in db.search_names() if "-t" in n})
+            raise ConfigError(f"no table {name!r} in {db_path}" + (f"; tables: {', '.join(known)}" if known else ""))
+        names.sort(key=lambda n: int(n[len(name) + 2:]))
+        configs: Optional[List[Optional[dict]]] = None
+        evals, tests, seeds, options, task = [], [], [], {}, ""
+        for tname in names:
+            s = db.get_search(tname)
+            if s["status"] != "done":
+                raise ConfigError(f"table {name!r}: {tname} is not finished (resume it with lshx study table ... "
+                                  f"--name {name} --resume)")
+            options, task = s["args"], s["task"]
+            cands = sorted(db.candidates(tname), key=lambda c: c["cid"])
+            cfgs = [None if c["origin"] == "dense" else normalize(c["config"]) for c in cands]
+            if configs is None:
+                configs = cfgs
+            elif [config_hash(c) if c else "dense" for c in cfgs] != [config_hash(c) if c else "dense"
+                                                                      for c in configs]:
+                raise ConfigError(f"table {name!r}: {tname} holds other configurations than {names[0]}")
+            test = db.tests(options["seed"])
+            missing = [c["cid"] for c in cands if c["eval_key"] not in test]
+            if missing:
+                raise ConfigError(f"table {name!r}: {tname} has no test perplexity for candidates {missing}")
+            evals.append([db.evals(c["eval_key"], options["seed"]) for c in cands])
+            tests.append([test[c["eval_key"]] for c in cands])
+            seeds.append(options.get("train_seed") or 0)
+        return Table(name, task, options, configs, evals, tests, seeds)
+    finally:
+        db.close()
+
+
+def is_grid_table(table: Table) -> bool:
+    """Whether the table's configurations are exactly the task's 24-point grid."""
+    want = {config_hash(c) for c in grid(table.task)}
+    return {config_hash(c) for c in table.configs if c is not None} == want
+
+
+def finite(x: Optional[float]) -> bool:
+    return x is not None and math.isfinite(x)
