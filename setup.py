@@ -49,7 +49,7 @@ setup(
     version=VERSION,
     description="LS-based Hyperpruning: search for the best way to prune a recurrent network",
     python_requires=">=3.10",
-    packages=["lshx", "lshx.models", "lshx.sparse", "lshx.search", "lshx.cli"],
+    packages=["lshx", "lshx.models", "lshx.sparse", "lshx.search", "lshx.integrations", "lshx.cli"],
     package_dir={"lshx.cli": "cli"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
@@ -62,7 +62,7 @@ setup(
         "click>=8.1",
         "matplotlib>=3.7",
     ],
-    # optuna: the --hpo optuna backend; ray: --executor ray
+    # optuna: the --hpo optuna backend and lshx.integrations.optuna; ray: --executor ray
     extras_require={"ray": ["ray[default]>=2.9"], "optuna": ["optuna>=3.4"], "test": ["pytest>=7"]},
     entry_points={"console_scripts": ["lshx=lshx.cli.main:main"]},
 )
