@@ -239,3 +239,22 @@ def test_errors():
     with pytest.raises(ConfigError, match="reference has 2"):
         report_spectrum(t, [0.0, 1.0, 2.0], 1)
     assert LSHPruner(e0=3, ei=2, n_rungs=2).rung_of(5) == 1 and LSHPruner(e0=3, ei=2, n_rungs=2).rung_of(7) is None
+
+
+def test_example_optuna_gru_runs(tmp_path):
+    """examples/optuna_gru.py end to end (smaller than --smoke), resumable from its storage."""
+    import json
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'gru.sqlite'}"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "optuna_gru.py"), "--smoke", "--trials", "3", "--epochs", "2",
+           "--storage", url]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["trials"] == 3 and res["pruned"] + res["complete"] == 3 and res["pruned"] >= 1
+    assert res["best_value"] is None or math.isfinite(res["best_value"])
+    again = optuna.load_study(study_name="lshx-gru", storage=url)
+    assert len(again.trials) == 3 and any(decisions(t) for t in again.trials)
