@@ -128,6 +128,21 @@ def test_magnitude_and_global_magnitude():
     assert out["a"].tolist() == [[False, True]] and out["b"].tolist() == [[False, True]]
 
 
+def test_death_rate_with_update_every_reads_the_step():
+    """update_every = N: the update after optimizer step s uses cos(pi s / total_steps)."""
+    torch.manual_seed(0)
+    model = LSTMLM(V, 8, 8, 2, dropout=0.0)
+    masking = Masking(model, DSTConfig(density=0.5, death_rate=0.5, update_every=5), 20)
+    rates = []
+    real = masking.update_topology
+    masking.update_topology = lambda opt=None: rates.append(real(opt)["death_rate"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        _step(model, opt, masking, gen)
+    assert rates == pytest.approx([0.005 + 0.2475 * (1 + math.cos(math.pi * s / 20)) for s in (5, 10)])
+
+
 def test_threshold_death():
     w = torch.tensor([0.0005, -0.002, 0.5, -0.0001])
     assert D.threshold(w, torch.ones(4, dtype=torch.bool), 1e-3).tolist() == [False, True, True, False]
