@@ -194,7 +194,8 @@ def test_tpe_study_prunes_and_inserts(storage, tmp_path):
     insertion); TPE learns from the distances of the pruned (their intermediate values)."""
     ref = {e: [0.5, -0.5, -1.5, -3.0] for e in range(1, 5)}
     url = _storage(storage, tmp_path)
-    study = optuna.create_study(storage=url, study_name="lsh", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4),
+    study = optuna.create_study(storage=url, study_name="lsh",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4),
                                 pruner=LSHPruner(e0=1, ei=1, distance="pca2", reference=ref, n_rungs=3))
 
     def objective(trial):

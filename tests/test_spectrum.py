@@ -1,6 +1,5 @@
 """lshx.lyapunov_spectrum / lyapunov_spectrum_fn: every torch cell against autograd (float64),
 known exponents, the analytic path against the torch.func path, errors."""
-import math
 import subprocess
 import sys
 
