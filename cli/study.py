@@ -108,3 +108,78 @@ def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state,
     click.echo(f"table {res['name']}: {res['configs']} configurations + dense, {res['seeds']} seed(s), "
                f"{res['final_epochs']} epochs (PTB-16%)")
     click.echo(f"best: {res['best']} (test ppl {res['best_test_ppl']:.2f})")
+
+
+def _int_list(ctx, param, value):
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+@study_group.command("replay")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--table", "table_name", required=True, help="The table's name (lshx study table --name).")
+@click.option("--methods", default=None,
+              help="Comma-separated method names (default: every LSH distance and spectrum the table holds, "
+                   "loss, full, random).")
+@click.option("--hpo", default="grid,tpe", show_default=True, help="grid (the table's configs in a seeded order), "
+                                                                    "tpe (restricted to the table's configs).")
+@click.option("--n", "n", type=int, default=8, show_default=True)
+@click.option("--e0", "e0s", default="1,2,3,4", show_default=True, callback=_int_list)
+@click.option("--ei", "eis", default="1,2", show_default=True, callback=_int_list)
+@click.option("--seeds", type=int, default=1000, show_default=True, help="Replays per setting.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes replaying settings in parallel.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write regret.png, rho.png and replay.json here.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_dir, as_json, quiet):
+    """Replays searches on a table with the real search engine (nothing is trained): LSH with
+    each distance and spectrum, the loss-based search on the same schedule, full training
+    and a random pick, over --seeds seeds per setting."""
+    import json as _json
+    from pathlib import Path
+
+    from lshx.errors import ConfigError
+    from lshx.progress import Progress
+    from lshx.replay import default_methods, figures, replay
+    from lshx.table import load_table
+
+    table = load_table(db, table_name)
+    avail = {m.name: m for m in default_methods(table)}
+    chosen = None
+    if methods:
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        bad = [m for m in names if m not in avail]
+        if bad:
+            raise ConfigError(f"unknown method(s) {', '.join(bad)}; this table offers: {', '.join(avail)}")
+        chosen = [avail[m] for m in names]
+    hpos = [h.strip() for h in hpo.split(",") if h.strip()]
+    if not hpos or set(hpos) - {"grid", "tpe"}:
+        raise ConfigError(f"--hpo {hpo!r}: allowed grid, tpe (comma-separated)")
+    if seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
+    bar = Progress(1, "replay settings", enabled=False if quiet else None)
+
+    def progress(k, total):
+        bar.total = total
+        bar.update(1)
+
+    res = replay(table, chosen, hpos, n, e0s, eis, seeds, progress=progress, workers=workers, db_path=db)
+    bar.close()
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "replay.json").write_text(_json.dumps(res, indent=1, default=str))
+        figures(res, out_dir)
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"table {res['table']}: {res['configs']} configurations, {res['table_seeds']} training seed(s); "
+               f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} seeds per setting")
+    click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>8s} {'p_best':>7s} "
+               f"{'epochs':>7s}")
+    for m in res["methods"]:
+        click.echo(f"{m['method']:22s} {m['hpo']:5s} {m['e0'] or '-':>3} {m['ei'] or '-':>3} "
+                   f"{m['final_test_ppl_mean']:9.2f} {m['regret_mean']:8.2f} {m['p_best']:7.3f} "
+                   f"{m['train_epochs_mean']:7.1f}")

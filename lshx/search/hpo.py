@@ -10,7 +10,7 @@ import datetime
 from abc import ABC, abstractmethod
 import math
 import random
-from typing import List, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 from lshx.errors import ConfigError
 from lshx.search.space import CATEGORICAL, DEATH_RATE_RANGE, config_hash, grid, normalize, random_config
@@ -53,8 +53,9 @@ class RandomProposer(Proposer):
 class GridProposer(Proposer):
     """The grid in a seeded order; it proposes nothing once every point has been tried."""
 
-    def __init__(self, task: str) -> None:
-        self.points = grid(task)
+    def __init__(self, task: str, points: Optional[Sequence[dict]] = None) -> None:
+        """points: another finite pool instead of the task's grid (a table's configurations)."""
+        self.points = [normalize(p) for p in points] if points else grid(task)
 
     def propose(self, history, n, exclude, round_seed):
         order = list(self.points)
@@ -67,7 +68,10 @@ class HyperoptProposer(Proposer):
     `from_model` says how many of the last proposals came from the algorithm (the rest, only
     when it keeps proposing configs already tried, are random draws)."""
 
-    def __init__(self, algo: str) -> None:
+    def __init__(self, algo: str, configs: Optional[Sequence[dict]] = None) -> None:
+        """configs: restrict the proposals to these (a table's pool). When they are a whole
+        product of the categorical choices at one death rate (the grid) the space keeps its
+        structure (one choice per control); otherwise it is one choice among the configs."""
         try:
             import hyperopt  # noqa: F401
         except ImportError:
@@ -79,13 +83,42 @@ class HyperoptProposer(Proposer):
                 raise ConfigError("--hpo atpe needs lightgbm: pip install lightgbm") from None
         self.algo = algo
         self.from_model = 0
+        self.configs = [normalize(c) for c in configs] if configs else None
+        self.mode = "space"
+        if self.configs:
+            rates = {c["death_rate"] for c in self.configs}
+            combos = {tuple(c[k] for k in CATEGORICAL) for c in self.configs}
+            full = len(combos) == len(self.configs) == math.prod(len(v) for v in CATEGORICAL.values())
+            self.mode = "product" if full and len(rates) == 1 else "index"
+            self.rate = rates.pop() if self.mode == "product" else None
 
     def _space(self):
         from hyperopt import hp
 
+        if self.mode == "index":
+            return {"config": hp.choice("config", list(range(len(self.configs))))}
         space = {k: hp.choice(k, list(v)) for k, v in CATEGORICAL.items()}
-        space["death_rate"] = hp.uniform("death_rate", *DEATH_RATE_RANGE)
+        if self.mode == "space":
+            space["death_rate"] = hp.uniform("death_rate", *DEATH_RATE_RANGE)
         return space
+
+    def _vals(self, cfg: dict) -> dict:
+        """A config as hyperopt's trial 'vals' (choice indices, the rate)."""
+        c = normalize(cfg)
+        if self.mode == "index":
+            return {"config": [[config_hash(x) for x in self.configs].index(config_hash(c))]}
+        vals = {k: [list(CATEGORICAL[k]).index(c[k])] for k in CATEGORICAL}
+        if self.mode == "space":
+            vals["death_rate"] = [c["death_rate"]]
+        return vals
+
+    def _config(self, point: dict) -> dict:
+        """A point of the space (space_eval's output) as a config."""
+        if self.mode == "index":
+            return self.configs[point["config"]]
+        if self.mode == "product":
+            return normalize({**point, "death_rate": self.rate})
+        return normalize(point)
 
     def propose(self, history, n, exclude, round_seed):
         from functools import partial
@@ -102,9 +135,7 @@ class HyperoptProposer(Proposer):
             tids = trials.new_trial_ids(len(history))
             docs = []
             for tid, (cfg, dist) in zip(tids, history):
-                c = normalize(cfg)
-                vals = {k: [list(CATEGORICAL[k]).index(c[k])] for k in CATEGORICAL}
-                vals["death_rate"] = [c["death_rate"]]
+                vals = self._vals(cfg)
                 misc = {"tid": tid, "cmd": domain.cmd, "workdir": None,
                         "idxs": {k: [tid] for k in vals}, "vals": vals}
                 docs.extend(trials.new_trial_docs([tid], [None], [{"loss": dist, "status": STATUS_OK}], [misc]))
@@ -138,7 +169,7 @@ class HyperoptProposer(Proposer):
                 docs = algo(trials.new_trial_ids(1), domain, trials, seed)
                 for d in docs:
                     vals = {k: v[0] for k, v in d["misc"]["vals"].items() if v}
-                    cfg = normalize(space_eval(space, vals))
+                    cfg = self._config(space_eval(space, vals))
                     if config_hash(cfg) not in seen and len(out) < n:
                         out.append(cfg)
                         seen.add(config_hash(cfg))
@@ -149,6 +180,10 @@ class HyperoptProposer(Proposer):
             np.random.set_state(state_np)
             random.setstate(state_py)
         self.from_model = len(out)
+        if self.configs:  # a pool: top up from what is left of it, never from outside
+            rest = [c for c in self.configs if config_hash(c) not in seen]
+            random.Random(round_seed).shuffle(rest)
+            return out + rest[:n - len(out)]
         return _fill_distinct(out, n, exclude, random.Random(round_seed))
 
 

@@ -28,7 +28,7 @@ from lshx.lyapunov import LSConfig
 from lshx.progress import Progress, log
 from lshx.search import jobs as J
 from lshx.search.executors import Executor, run_all
-from lshx.search.hpo import HPOS, make_proposer
+from lshx.search.hpo import HPOS, Proposer, make_proposer
 from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
@@ -161,13 +161,15 @@ def _trajectory(evs: Dict[int, dict], epoch: int) -> List[list]:
 
 
 def _pca_distance(rows: List[list], ref: list, points: List[list]) -> List[float]:
-    """Fits a 2-D PCA on `rows` and returns the L2 distance of each point to `ref` there."""
-    from sklearn.decomposition import PCA
-
-    X = np.array(rows, dtype=np.float64)
-    pca = PCA(n_components=min(2, X.shape[0], X.shape[1]), svd_solver="full").fit(X)
-    d0 = pca.transform(np.array([ref], dtype=np.float64))[0]
-    Y = pca.transform(np.array(points, dtype=np.float64))
+    """Fits a 2-D PCA on `rows` (centring, then the two leading right singular vectors: what
+    sklearn's PCA with the full solver computes, up to the sign of each axis, which no
+    distance sees) and returns the L2 distance of each point to `ref` in it."""
+    X = np.asarray(rows, dtype=np.float64)
+    mean = X.mean(axis=0)
+    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
+    axes = vt[: min(2, X.shape[0], X.shape[1])]
+    d0 = (np.asarray(ref, dtype=np.float64) - mean) @ axes.T
+    Y = (np.asarray(points, dtype=np.float64) - mean) @ axes.T
     return [float(np.linalg.norm(y - d0)) for y in Y]
 
 
@@ -221,10 +223,14 @@ def eliminate(dist: Dict[int, float], keep: int) -> Tuple[List[int], List[int]]:
 class Search:
     DENSE = 0  # candidate id of the dense reference
 
-    def __init__(self, cfg: SearchConfig, db: RunDB, executor: Executor, name: str, quiet: bool = False) -> None:
+    def __init__(self, cfg: SearchConfig, db: RunDB, executor: Executor, name: str, quiet: bool = False,
+                 proposer: Optional[Proposer] = None) -> None:
+        """proposer: instead of cfg.hpo's (a replay restricts it to a table's configurations)."""
         self.cfg, self.db, self.ex, self.name, self.quiet = cfg, db, executor, name, quiet
         self.ckpt_root = db.path.with_suffix("").parent / (db.path.stem + "-runs")
-        self.proposer = make_proposer(cfg.hpo, cfg.task)
+        self.proposer = proposer or make_proposer(cfg.hpo, cfg.task)
+        self._key_cache: Dict[str, Tuple[dict, str]] = {}
+        self._ls: Optional[dict] = None
         self.train_epochs_used: Dict[int, int] = {}
 
     # ---------------------------------------------------------------- candidates
@@ -244,8 +250,10 @@ class Search:
         too, for correlation studies)."""
         if self.cfg.distance == "loss":
             return None
-        c = self.cfg
-        return asdict(LSConfig(samples=c.ls_samples, steps=c.ls_steps, warmup=c.ls_warmup, k=c.ls_k))
+        if self._ls is None:
+            c = self.cfg
+            self._ls = asdict(LSConfig(samples=c.ls_samples, steps=c.ls_steps, warmup=c.ls_warmup, k=c.ls_k))
+        return dict(self._ls)
 
     def ls_extra(self) -> Dict[str, dict]:
         return {k: LS_EXTRA[k] for k in (self.cfg.ls_extra or [])} if self.ls_config() else {}
@@ -257,15 +265,22 @@ class Search:
         blob = json.dumps(what, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
+    def _keyed(self, config: Optional[dict]) -> Tuple[dict, str]:
+        """(TrainConfig dict, eval key) of a candidate config, computed once per config."""
+        h = config_hash(config) if config else "dense"
+        if h not in self._key_cache:
+            tcfg = self.train_config(config)
+            self._key_cache[h] = (tcfg.to_dict(), self._eval_key(tcfg))
+        return self._key_cache[h]
+
     def add(self, cid: int, config: Optional[dict], origin: str, round_: int) -> None:
-        tcfg = self.train_config(config)
-        key = self._eval_key(tcfg)
+        key = self._keyed(config)[1]
         self.db.add_candidate(self.name, cid, config or {"dense": True}, config_hash(config) if config else "dense",
                               key, origin, round_, str(self.ckpt_root / key))
 
     def _job(self, cand: dict, target: int) -> dict:
         cfg = None if cand["origin"] == "dense" else cand["config"]
-        return {"key": cand["eval_key"], "train": self.train_config(cfg).to_dict(), "ls": self.ls_config(),
+        return {"key": cand["eval_key"], "train": self._keyed(cfg)[0], "ls": self.ls_config(),
                 "ls_extra": self.ls_extra(), "target": target, "dir": cand["ckpt_dir"],
                 "threads": self.ex.threads_per_job}
 
@@ -443,7 +458,7 @@ class Search:
 
 
 def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str = "default",
-               resume: bool = False, quiet: bool = False) -> dict:
+               resume: bool = False, quiet: bool = False, proposer: Optional[Proposer] = None) -> dict:
     db = RunDB(db_path)
     try:
         prev = db.get_search(name)
@@ -458,6 +473,6 @@ def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name:
                 return prev["result"]
         else:
             db.create_search(name, cfg.task, cfg.to_dict())
-        return Search(cfg, db, executor, name, quiet).run()
+        return Search(cfg, db, executor, name, quiet, proposer).run()
     finally:
         db.close()

@@ -146,3 +146,61 @@ class RunDB:
         return [{"round": r[0], "epoch": r[1], "alive": json.loads(r[2]), "eliminated": json.loads(r[3]),
                  "inserted": json.loads(r[4]), "distances": {int(k): v for k, v in json.loads(r[5]).items()}}
                 for r in rows]
+
+
+class MemoryRunDB:
+    """RunDB's interface in memory, with no SQL and no JSON: for replays on a table, which
+    run the search engine thousands of times and keep nothing."""
+
+    def __init__(self) -> None:
+        self.path = Path("memory.sqlite")
+        self._searches: Dict[str, dict] = {}
+        self._cands: Dict[str, Dict[int, dict]] = {}
+        self._evals: Dict[tuple, Dict[int, dict]] = {}
+        self._rounds: Dict[str, Dict[int, dict]] = {}
+
+    def close(self) -> None:
+        pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+    def get_search(self, name: str) -> Optional[dict]:
+        return self._searches.get(name)
+
+    def create_search(self, name: str, task: str, args: dict) -> None:
+        self._searches[name] = {"task": task, "args": args, "status": "running", "result": None}
+
+    def finish_search(self, name: str, result: dict) -> None:
+        self._searches[name].update(status="done", result=result)
+
+    def search_names(self) -> List[str]:
+        return list(self._searches)
+
+    def add_candidate(self, search: str, cid: int, config: dict, config_hash: str, eval_key: str, origin: str,
+                      round_: int, ckpt_dir: str) -> None:
+        self._cands.setdefault(search, {}).setdefault(cid, {
+            "cid": cid, "config": config, "config_hash": config_hash, "eval_key": eval_key, "origin": origin,
+            "round": round_, "status": "alive", "ckpt_dir": ckpt_dir})
+
+    def set_status(self, search: str, cid: int, status: str) -> None:
+        self._cands[search][cid]["status"] = status
+
+    def candidates(self, search: str) -> List[dict]:
+        return [dict(c) for _, c in sorted(self._cands.get(search, {}).items())]
+
+    def put_eval(self, eval_key: str, seed: int, ev: dict, ckpt: str) -> None:
+        self._evals.setdefault((eval_key, seed), {}).setdefault(ev["epoch"], ev)
+
+    def evals(self, eval_key: str, seed: int) -> Dict[int, dict]:
+        return dict(self._evals.get((eval_key, seed), {}))
+
+    def put_round(self, search: str, round_: int, epoch: int, alive: list, eliminated: list, inserted: list,
+                  distances: dict) -> None:
+        self._rounds.setdefault(search, {})[round_] = {
+            "round": round_, "epoch": epoch, "alive": list(alive), "eliminated": list(eliminated),
+            "inserted": list(inserted), "distances": {int(k): v for k, v in distances.items()}}
+
+    def rounds(self, search: str) -> List[dict]:
+        return [r for _, r in sorted(self._rounds.get(search, {}).items())]

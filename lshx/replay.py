@@ -1,0 +1,341 @@
+"""Searches replayed on a table (lshx.table): the real search engine (lshx.search.lsh.Search:
+its schedule, distances, elimination and HPO) with an executor that reads each candidate's
+evaluations from the table instead of training it. A replay costs milliseconds, so methods
+can be compared over thousands of seeds instead of one.
+
+What a replay cannot see: a search whose final epochs P differ from the table's (the DST
+schedule depends on P), and training noise beyond the table's seeds; each replayed candidate
+draws one of its configuration's training seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from lshx.errors import ConfigError
+from lshx.search import jobs as J
+from lshx.search.executors import Executor
+from lshx.search.hpo import GridProposer, HyperoptProposer, Proposer
+from lshx.search.lsh import Search, SearchConfig
+from lshx.search.rundb import MemoryRunDB
+from lshx.search.space import config_hash
+from lshx.table import Table, finite
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of searching: strategy lsh (a distance, on which spectrum, top-k exponents),
+    lsh with the loss as distance, full training, or a random pick of an initial config."""
+    name: str
+    strategy: str = "lsh"  # lsh | full | random
+    distance: str = "pca2"
+    spectrum: str = "h"  # h | hc | h-orth (what the table recorded)
+    top_k: Optional[int] = None  # the k largest exponents only
+
+
+def default_methods(table: Table) -> List[Method]:
+    n_exp = _spectrum_length(table)
+    k = max(2, n_exp // 8) if n_exp else None
+    have = _extra_labels(table)
+    out = [Method("lsh-pca2"), Method("lsh-raw", distance="raw"), Method("lsh-pca2-pair", distance="pca2-pair")]
+    if k:
+        out += [Method(f"lsh-pca2-top{k}", top_k=k), Method(f"lsh-raw-top{k}", distance="raw", top_k=k)]
+    for label in ("hc", "h-orth"):
+        if label in have:
+            out += [Method(f"lsh-pca2-{label}", spectrum=label), Method(f"lsh-raw-{label}", distance="raw",
+                                                                         spectrum=label)]
+    out += [Method("loss", distance="loss"), Method("full", strategy="full"), Method("random", strategy="random")]
+    return out
+
+
+def _spectrum_length(table: Table) -> int:
+    for ev in table.evals[0][0].values():
+        if ev.get("spectrum"):
+            return len(ev["spectrum"])
+    return 0
+
+
+def _extra_labels(table: Table) -> set:
+    return {k for ev in table.evals[0][0].values() for k in (ev.get("extra") or {})}
+
+
+class TableExecutor(Executor):
+    """Answers a search's jobs from a table: J.advance gets the evaluations up to the target
+    epoch, of the training seed drawn for that configuration; nothing is trained."""
+
+    threads_per_job = None
+
+    def __init__(self, table: Table, key_to_index: Dict[str, int], draw: Sequence[int], method: Method) -> None:
+        self.table, self.keys, self.draw, self.method = table, key_to_index, draw, method
+
+    def _spectrum(self, ev: dict) -> Optional[list]:
+        spec = ev.get("spectrum") if self.method.spectrum == "h" else (ev.get("extra") or {}).get(self.method.spectrum)
+        if spec is None:
+            return None
+        return spec[: self.method.top_k] if self.method.top_k else spec
+
+    def evals(self, i: int, target: int) -> List[dict]:
+        evs = self.table.evals[self.draw[i]][i]
+        return [{**ev, "spectrum": self._spectrum(ev)} for e, ev in sorted(evs.items()) if e <= target]
+
+    def map(self, fn, jobs) -> Iterator:
+        for job in jobs:
+            if fn is not J.advance:
+                raise ConfigError(f"a replay answers training jobs only, not {fn.__name__}")
+            i = self.keys[job["key"]]
+            yield {"key": job["key"], "evals": self.evals(i, job["target"]), "trained": 0, "dir": job["dir"]}
+
+
+class ReplaySearch(Search):
+    """Search whose final test perplexities come from the table."""
+
+    def __init__(self, *args, table: Table, key_to_index: Dict[str, int], draw: Sequence[int], **kw) -> None:
+        super().__init__(*args, **kw)
+        self.table, self.keys, self.draw = table, key_to_index, draw
+
+    def test_perplexities(self, cands: List[dict]) -> List[float]:
+        return [self.table.test[self.draw[self.keys[c["eval_key"]]]][self.keys[c["eval_key"]]] for c in cands]
+
+
+def _proposer(table: Table, hpo: str) -> Proposer:
+    pool = [c for c in table.configs if c is not None]
+    if hpo == "grid":
+        return GridProposer(table.task, points=pool)
+    if hpo == "tpe":
+        return HyperoptProposer("tpe", configs=pool)
+    raise ConfigError(f"replay hpo {hpo!r}: allowed grid, tpe")
+
+
+def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int, seed: int) -> dict:
+    """One search on the table: its pick (config index), the pick's test ppl, the epochs spent."""
+    opts = table.options
+    rng = np.random.default_rng([seed, 7])
+    draw = rng.integers(0, len(table.evals), len(table.configs)).tolist()  # a training seed per config
+    if method.strategy == "random":
+        proposer = _proposer(table, hpo)
+        initial = proposer.propose([], n, set(), seed)
+        pick = table.index(initial[int(rng.integers(0, len(initial)))])
+        return {"pick": pick, "test_ppl": table.test[draw[pick]][pick], "train_epochs": 0, **_best_under(table, draw)}
+    cfg = SearchConfig(task=table.task, preset=opts["preset"], hpo=hpo, n=n, e0=e0, ei=ei,
+                       final_epochs=table.final_epochs, strategy="full" if method.strategy == "full" else "lsh",
+                       distance=method.distance, density=opts.get("density"), seed=seed, data=opts.get("data"),
+                       max_batches=opts.get("max_batches"), ls_samples=opts["ls_samples"],
+                       ls_steps=opts["ls_steps"], ls_warmup=opts["ls_warmup"], ls_k=opts.get("ls_k"),
+                       train_seed=opts.get("train_seed") or 0, ls_extra=opts.get("ls_extra"))
+    db = MemoryRunDB()
+    try:
+        db.create_search("replay", cfg.task, cfg.to_dict())
+        search = ReplaySearch(cfg, db, None, "replay", True, _proposer(table, hpo), table=table,
+                              key_to_index={}, draw=draw)
+        # the eval keys depend on the training and LS settings only, the same for every replay
+        memo = (cfg.distance == "loss",)
+        if memo not in table.key_cache:
+            table.key_cache[memo] = {(config_hash(c) if c else "dense"): search._keyed(c)
+                                     for c in table.configs}
+        search._key_cache = dict(table.key_cache[memo])
+        search.keys.update({search._keyed(c)[1]: i for i, c in enumerate(table.configs)})
+        search.ex = TableExecutor(table, search.keys, draw, method)
+        res = search.run()
+    finally:
+        db.close()
+    pick = table.index(res["best"]["config"])
+    return {"pick": pick, "test_ppl": res["best"]["test_ppl"], "train_epochs": res["train_epochs"],
+            "rounds": res["rounds"], **_best_under(table, draw)}
+
+
+def _best_under(table: Table, draw: Sequence[int]) -> dict:
+    """The best configuration when each configuration's training seed is the drawn one."""
+    tests = [table.test[draw[i]][i] for i in range(1, len(table.configs))]
+    b = int(np.argmin(tests)) + 1
+    return {"best": b, "best_test_ppl": tests[b - 1]}
+
+
+def _bootstrap_mean(x: np.ndarray, reps: int = 2000, seed: int = 0) -> Tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (reps, len(x)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int], eis: Sequence[int],
+             final_epochs: int, n: int) -> List[Tuple[Method, str, int, int]]:
+    """Every (method, hpo, e0, ei) that fits in the table's P (full and random take no e0/ei)."""
+    from lshx.search.lsh import elimination_epochs
+
+    out = []
+    for m in methods:
+        for h in hpos:
+            if m.strategy in ("full", "random"):
+                out.append((m, h, 0, 0))
+                continue
+            for e0 in e0s:
+                for ei in eis:
+                    if elimination_epochs(n, e0, ei)[-1] <= final_epochs:
+                        out.append((m, h, e0, ei))
+    return out
+
+
+_WORKER_TABLE: Optional[Table] = None
+
+
+def _worker_init(db_path: str, name: str) -> None:
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    global _WORKER_TABLE
+    from lshx.table import load_table
+
+    _WORKER_TABLE = load_table(db_path, name)
+
+
+def _worker_setting(args) -> List[dict]:
+    m, h, n, e0, ei, seeds = args
+    return [_slim(replay_one(_WORKER_TABLE, m, h, n, e0, ei, s)) for s in range(seeds)]
+
+
+def _slim(r: dict) -> dict:
+    return {k: r[k] for k in ("pick", "test_ppl", "train_epochs", "best", "best_test_ppl")}
+
+
+def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Sequence[str] = ("grid", "tpe"),
+           n: int = 8, e0s: Sequence[int] = (1, 2, 3, 4), eis: Sequence[int] = (1, 2), seeds: int = 1000,
+           progress=None, workers: int = 1, db_path: Optional[str] = None) -> dict:
+    """Replays every setting `seeds` times (seeds 0..seeds-1, the same for every setting) and
+    summarizes: per method and setting the mean final test ppl, the regret against the
+    table's best configuration and how often that best was picked (both under the replay's
+    draw of training seeds: the best of that draw), the epochs spent; pairwise
+    wins on the same seeds; Spearman rho of every early signal with the final test ppl.
+    workers > 1 spreads the settings over processes (each loads the table from db_path)."""
+    from lshx.study import bootstrap_spearman
+
+    methods = list(methods or default_methods(table))
+    if n > len(table.configs) - 1:
+        raise ConfigError(f"n = {n} is more than the table's {len(table.configs) - 1} configurations")
+    best = table.best()
+    best_test = table.mean_test(best)
+    runs: Dict[tuple, List[dict]] = {}
+    todo = settings(methods, hpos, e0s, eis, table.final_epochs, n)
+    if workers > 1:
+        if db_path is None:
+            raise ConfigError("replay with workers needs the table's DB path")
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(str(db_path), table.name)) as pool:
+            futs = [pool.submit(_worker_setting, (m, h, n, e0, ei, seeds)) for m, h, e0, ei in todo]
+            for k, ((m, h, e0, ei), f) in enumerate(zip(todo, futs)):
+                runs[(m.name, h, e0, ei)] = f.result()
+                if progress:
+                    progress(k + 1, len(todo))
+    else:
+        for k, (m, h, e0, ei) in enumerate(todo):
+            runs[(m.name, h, e0, ei)] = [_slim(replay_one(table, m, h, n, e0, ei, s)) for s in range(seeds)]
+            if progress:
+                progress(k + 1, len(todo))
+    out_methods = []
+    for (name, h, e0, ei), rs in runs.items():
+        test = np.array([r["test_ppl"] for r in rs], float)
+        fin = np.where(np.isfinite(test), test, np.nan)
+        out_methods.append({
+            "method": name, "hpo": h, "e0": e0 or None, "ei": ei or None, "seeds": len(rs),
+            "final_test_ppl_mean": float(np.nanmean(fin)),
+            "regret_mean": float(np.nanmean(fin - np.array([r["best_test_ppl"] for r in rs]))),
+            "p_best": float(np.mean([r["pick"] == r["best"] for r in rs])),
+            "train_epochs_mean": float(np.mean([r["train_epochs"] for r in rs]))})
+    wins = []
+    for (name, h, e0, ei), rs in runs.items():
+        if not name.startswith("lsh"):
+            continue
+        for other in ("loss", "full", "random"):
+            key = (other, h, e0, ei) if other == "loss" else (other, h, 0, 0)
+            if key not in runs:
+                continue
+            a = np.array([r["test_ppl"] for r in rs])
+            b = np.array([r["test_ppl"] for r in runs[key]])
+            better = (a < b).astype(float)
+            lo, hi = _bootstrap_mean(better)
+            wins.append({"a": name, "b": other, "hpo": h, "e0": e0, "ei": ei, "p_a_better": float(better.mean()),
+                         "lo": lo, "hi": hi, "p_tie": float(np.mean(a == b)),
+                         "mean_diff": float(np.nanmean(np.where(np.isfinite(a - b), a - b, np.nan)))})
+    return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
+            "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
+            "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}
+
+
+def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spearman) -> List[dict]:
+    """Spearman rho (with a bootstrap interval) of each early signal at each epoch with the
+    final test ppl, over every configuration of the table (training seed 0)."""
+    from lshx.search.lsh import distances
+
+    ids = list(range(1, len(table.configs)))
+    y = [table.test[0][i] for i in ids]
+    rows = []
+    for e in range(1, table.final_epochs + 1):
+        row = {"epoch": e}
+        for m in methods:
+            if m.strategy != "lsh" or m.distance == "loss":
+                continue
+            ex = TableExecutor(table, {}, [0] * len(table.configs), m)
+            dense = {ev["epoch"]: ev for ev in ex.evals(0, e)}
+            cands = {i: {ev["epoch"]: ev for ev in ex.evals(i, e)} for i in ids}
+            if e not in dense or dense[e].get("spectrum") is None:
+                continue
+            d = distances(m.distance, dense, cands, e, ids)
+            row[m.name] = bootstrap_spearman([d[i] for i in ids], y, seed=e)
+        val = [table.evals[0][i].get(e, {}).get("val_ppl") for i in ids]
+        loss = [table.evals[0][i].get(e, {}).get("train_loss") for i in ids]
+        row["val_ppl"] = bootstrap_spearman([v if finite(v) else math.inf for v in val], y, seed=1000 + e)
+        row["train_loss"] = bootstrap_spearman([v if finite(v) else math.inf for v in loss], y, seed=2000 + e)
+        rows.append(row)
+    return rows
+
+
+def figures(res: dict, out_dir: str | Path) -> List[Path]:
+    """regret.png (mean regret against mean epochs spent, per method, one point per setting)
+    and rho.png (rho of each signal against the epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, hpo in zip(axes, ("grid", "tpe")):
+        by = {}
+        for m in res["methods"]:
+            if m["hpo"] == hpo:
+                by.setdefault(m["method"], []).append(m)
+        for name, ms in sorted(by.items()):
+            ms = sorted(ms, key=lambda m: m["train_epochs_mean"])
+            ax.plot([m["train_epochs_mean"] for m in ms], [m["regret_mean"] for m in ms], "o-", label=name, ms=4)
+        ax.set_title(f"{res['table']}: replays, HPO {hpo}")
+        ax.set_xlabel("training epochs spent (mean)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("regret: test ppl of the pick - best (PTB-16%)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "regret.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    signals = sorted({k for r in res["rho"] for k in r if k != "epoch"})
+    for sig in signals:
+        pts = [(r["epoch"], r[sig]["rho"]) for r in res["rho"] if sig in r and r[sig]["rho"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=sig, ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Spearman rho with the final test ppl")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "rho.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,89 @@
+"""Replays on a table take the live search's decisions; a replay is deterministic."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lshx.replay import Method, default_methods, replay, replay_one
+from lshx.search.executors import SerialExecutor
+from lshx.search.hpo import GridProposer
+from lshx.search.lsh import SearchConfig, run_search
+from lshx.table import load_table, table_configs, train_table
+
+
+@pytest.fixture(scope="module")
+def table_db(tmp_path_factory):
+    from conftest import DATA  # noqa: F401  (the tiny_data fixture is function-scoped)
+
+    import os
+
+    d = tmp_path_factory.mktemp("ptb")
+    for split, n in (("train", 400), ("valid", 120), ("test", 120)):
+        with open(os.path.join(DATA, f"ptb.{split}.txt"), encoding="utf-8") as f:
+            (d / f"ptb.{split}.txt").write_text("".join(next(f) for _ in range(n)), encoding="utf-8")
+    db = tmp_path_factory.mktemp("table") / "t.sqlite"
+    cfg = table_configs("ptb-lstm", "random", 6, "smoke", data=str(d), max_batches=3, final_epochs=4)
+    train_table(cfg, db, SerialExecutor(threads=1), "t", quiet=True)
+    return db, str(d)
+
+
+def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path):
+    db, data = table_db
+    table = load_table(db, "t")
+    pool = [c for c in table.configs if c is not None]
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=data, max_batches=3, n=4, e0=2, ei=1, final_epochs=4,
+                                   hpo="grid", train_seed=0)
+    live = run_search(cfg, tmp_path / "live.sqlite", SerialExecutor(threads=1), quiet=True,
+                      proposer=GridProposer("ptb-lstm", points=pool))
+    rep = replay_one(table, Method("lsh-pca2"), "grid", 4, 2, 1, 0)
+    assert len(live["rounds"]) == len(rep["rounds"]) >= 1
+    for a, b in zip(live["rounds"], rep["rounds"]):
+        assert (a["epoch"], a["alive"], a["eliminated"], a["inserted"]) == \
+            (b["epoch"], b["alive"], b["eliminated"], b["inserted"])
+        for k in a["distances"]:
+            assert a["distances"][k] == pytest.approx(b["distances"][k], rel=1e-9, abs=1e-12)
+    assert table.index(live["best"]["config"]) == rep["pick"]
+    assert live["best"]["test_ppl"] == pytest.approx(rep["test_ppl"], rel=1e-9)
+    assert live["train_epochs"] == rep["train_epochs"]
+
+
+@pytest.mark.parametrize("method", [Method("lsh-raw", distance="raw"), Method("loss", distance="loss"),
+                                    Method("full", strategy="full"), Method("random", strategy="random")])
+@pytest.mark.parametrize("hpo", ["grid", "tpe"])
+def test_a_replay_is_deterministic(table_db, method, hpo):
+    table = load_table(table_db[0], "t")
+    a = replay_one(table, method, hpo, 4, 2, 1, 3)
+    b = replay_one(table, method, hpo, 4, 2, 1, 3)
+    assert a == b
+    assert 1 <= a["pick"] < len(table.configs) and math.isfinite(a["test_ppl"])
+
+
+def test_replay_summary_and_cli(table_db, tmp_path):
+    db, _ = table_db
+    table = load_table(db, "t")
+    res = replay(table, [Method("lsh-pca2"), Method("loss", distance="loss"), Method("random", strategy="random")],
+                 ("grid",), n=4, e0s=(1, 2), eis=(1,), seeds=12)
+    assert {(m["method"], m["e0"]) for m in res["methods"]} == {("lsh-pca2", 1), ("lsh-pca2", 2), ("loss", 1),
+                                                                 ("loss", 2), ("random", None)}
+    for m in res["methods"]:
+        assert m["seeds"] == 12 and m["regret_mean"] >= 0 and 0 <= m["p_best"] <= 1
+    assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random")}
+    assert [r["epoch"] for r in res["rho"]] == [1, 2, 3, 4] and "val_ppl" in res["rho"][0]
+    out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
+                          "--n", "4", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
+                          "--methods", "lsh-pca2,loss", "--json", "--quiet", "--out", str(tmp_path / "fig")],
+                         capture_output=True, text=True, check=True)
+    parsed = json.loads(out.stdout)
+    assert parsed["n"] == 4 and len(parsed["methods"]) == 2
+    assert (tmp_path / "fig" / "regret.png").exists() and (tmp_path / "fig" / "rho.png").exists()
+    bad = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
+                          "--methods", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown method" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_default_methods_follow_what_the_table_recorded(table_db):
+    names = [m.name for m in default_methods(load_table(table_db[0], "t"))]
+    assert "lsh-pca2" in names and "lsh-pca2-top8" in names and "loss" in names
+    assert not any("hc" in n for n in names)  # this table recorded the h spectrum only

@@ -1,0 +1,41 @@
+"""Tables: a pool trained once per training seed, with everything a replay needs."""
+import math
+
+import pytest
+
+from lshx.errors import ConfigError
+from lshx.search.executors import SerialExecutor
+from lshx.table import load_table, table_configs, train_table
+
+
+def test_table_records_every_epoch_and_the_test_ppl(tiny_data, tmp_path):
+    cfg = table_configs("ptb-lstm", "random", 3, "smoke", data=tiny_data, max_batches=2, final_epochs=2,
+                        ls_extra=["hc", "h-orth"])
+    summary = train_table(cfg, tmp_path / "t.sqlite", SerialExecutor(threads=1), "t", seeds=2, quiet=True)
+    assert summary["configs"] == 3 and summary["seeds"] == 2
+    table = load_table(tmp_path / "t.sqlite", "t")
+    assert table.configs[0] is None and len(table.configs) == 4  # the dense model first
+    for seed in range(2):
+        for i in range(4):
+            evs = table.evals[seed][i]
+            assert sorted(evs) == [1, 2]
+            for ev in evs.values():
+                assert math.isfinite(ev["val_ppl"]) and math.isfinite(ev["train_loss"])
+                assert len(ev["spectrum"]) == 64  # N = 2 layers x 32
+                assert len(ev["extra"]["hc"]) == 128 and len(ev["extra"]["h-orth"]) == 64
+            assert math.isfinite(table.test[seed][i])
+    # the two training seeds are two trainings of the same configurations
+    assert table.evals[0][1][2]["val_ppl"] != table.evals[1][1][2]["val_ppl"]
+    # resuming a finished table trains nothing and gives the same table
+    again = train_table(cfg, tmp_path / "t.sqlite", SerialExecutor(threads=1), "t", seeds=2, resume=True, quiet=True)
+    assert again == summary
+
+
+def test_table_options_and_missing_tables(tmp_path):
+    with pytest.raises(ConfigError, match="gs24 is the whole grid"):
+        table_configs("ptb-lstm", "gs24", 10, "smoke")
+    with pytest.raises(ConfigError, match="needs --n"):
+        table_configs("ptb-lstm", "random", None, "smoke")
+    assert table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4).n == 24
+    with pytest.raises(ConfigError, match="no run DB"):
+        load_table(tmp_path / "none.sqlite", "x")
