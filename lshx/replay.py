@@ -305,34 +305,38 @@ def figures(res: dict, out_dir: str | Path) -> List[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, hpo in zip(axes, ("grid", "tpe")):
-        by = {}
-        for m in res["methods"]:
-            if m["hpo"] == hpo:
-                by.setdefault(m["method"], []).append(m)
-        for name, ms in sorted(by.items()):
-            ms = sorted(ms, key=lambda m: m["train_epochs_mean"])
-            ax.plot([m["train_epochs_mean"] for m in ms], [m["regret_mean"] for m in ms], "o-", label=name, ms=4)
-        ax.set_title(f"{res['table']}: replays, HPO {hpo}")
-        ax.set_xlabel("training epochs spent (mean)")
+    hpos = [h for h in ("grid", "tpe") if any(m["hpo"] == h for m in res["methods"])]
+    names = sorted({m["method"] for m in res["methods"]})
+    colors = plt.get_cmap("tab20")
+    style = {name: (colors(k % 20), "osD^v<>ph*"[k % 10]) for k, name in enumerate(names)}
+    fig, axes = plt.subplots(1, len(hpos), figsize=(5.5 * len(hpos) + 2.5, 4.5), sharey=True, squeeze=False)
+    for ax, hpo in zip(axes[0], hpos):
+        for name in names:
+            ms = sorted((m for m in res["methods"] if m["hpo"] == hpo and m["method"] == name),
+                        key=lambda m: m["train_epochs_mean"])
+            if ms:
+                c, mk = style[name]
+                ax.plot([m["train_epochs_mean"] for m in ms], [m["regret_mean"] for m in ms], "-", marker=mk,
+                        color=c, label=name, ms=5)
+        ax.set_title(f"{res['table']}: n = {res['n']}, HPO {hpo}")
+        ax.set_xlabel("training epochs spent (mean over seeds)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("regret: test ppl of the pick - best (PTB-16%)")
-    axes[1].legend(fontsize=7)
+    axes[0][0].set_ylabel("regret: test ppl of the pick - best (PTB-16%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     paths.append(out / "regret.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     signals = sorted({k for r in res["rho"] for k in r if k != "epoch"})
-    for sig in signals:
+    for k, sig in enumerate(signals):
         pts = [(r["epoch"], r[sig]["rho"]) for r in res["rho"] if sig in r and r[sig]["rho"] is not None]
         if pts:
-            ax.plot(*zip(*pts), "o-", label=sig, ms=3)
+            ax.plot(*zip(*pts), "-", marker="osD^v<>ph*"[k % 10], color=colors(k % 20), label=sig, ms=4)
     ax.set_xlabel("epoch")
     ax.set_ylabel("Spearman rho with the final test ppl")
     ax.axhline(0, color="k", lw=0.5)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(out / "rho.png")
