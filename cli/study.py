@@ -82,7 +82,7 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 @click.option("--db", type=click.Path(dir_okay=False), default="runs/table.sqlite", show_default=True)
 @click.option("--name", type=str, default=None)
 @click.option("--resume", is_flag=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random) and the LS windows.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random space).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, data, device, executor,

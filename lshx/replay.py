@@ -20,10 +20,10 @@ from lshx.errors import ConfigError
 from lshx.search import jobs as J
 from lshx.search.executors import Executor
 from lshx.search.hpo import GridProposer, HyperoptProposer, Proposer
-from lshx.search.lsh import Search, SearchConfig
+from lshx.search.lsh import Search, SearchConfig, round_seed
 from lshx.search.rundb import MemoryRunDB
 from lshx.search.space import config_hash
-from lshx.table import Table, finite
+from lshx.table import Table, finite, is_grid_table
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,19 @@ class TableExecutor(Executor):
         return spec[: self.method.top_k] if self.method.top_k else spec
 
     def evals(self, i: int, target: int) -> List[dict]:
+        """The drawn seed's evaluations up to `target`, with this method's spectrum; a
+        non-finite one is a divergence for this method (as a live search marks it)."""
         evs = self.table.evals[self.draw[i]][i]
-        return [{**ev, "spectrum": self._spectrum(ev)} for e, ev in sorted(evs.items()) if e <= target]
+        out = []
+        for e, ev in sorted(evs.items()):
+            if e > target:
+                break
+            spec = self._spectrum(ev)
+            bad = spec is not None and not all(math.isfinite(v) for v in spec)
+            out.append({**ev, "spectrum": spec, "diverged": ev.get("diverged") or bad})
+            if out[-1]["diverged"]:
+                break
+        return out
 
     def map(self, fn, jobs) -> Iterator:
         for job in jobs:
@@ -103,8 +114,8 @@ class ReplaySearch(Search):
 
 def _proposer(table: Table, hpo: str) -> Proposer:
     pool = [c for c in table.configs if c is not None]
-    if hpo == "grid":
-        return GridProposer(table.task, points=pool)
+    if hpo == "grid":  # the task's grid in its own order, so that seed s replays `--hpo grid --seed s`
+        return GridProposer(table.task) if is_grid_table(table) else GridProposer(table.task, points=pool)
     if hpo == "tpe":
         return HyperoptProposer("tpe", configs=pool)
     raise ConfigError(f"replay hpo {hpo!r}: allowed grid, tpe")
@@ -115,17 +126,18 @@ def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int,
     opts = table.options
     rng = np.random.default_rng([seed, 7])
     draw = rng.integers(0, len(table.evals), len(table.configs)).tolist()  # a training seed per config
-    if method.strategy == "random":
-        proposer = _proposer(table, hpo)
-        initial = proposer.propose([], n, set(), seed)
+    if method.strategy == "random":  # one of the initial configs the searches of this seed start from,
+        initial = _proposer(table, hpo).propose([], n, set(), round_seed(seed, 0))  # trained to P
         pick = table.index(initial[int(rng.integers(0, len(initial)))])
-        return {"pick": pick, "test_ppl": table.test[draw[pick]][pick], "train_epochs": 0, **_best_under(table, draw)}
+        return {"pick": pick, "test_ppl": table.test[draw[pick]][pick], "train_epochs": table.final_epochs,
+                **_best_under(table, draw)}
     cfg = SearchConfig(task=table.task, preset=opts["preset"], hpo=hpo, n=n, e0=e0, ei=ei,
                        final_epochs=table.final_epochs, strategy="full" if method.strategy == "full" else "lsh",
                        distance=method.distance, density=opts.get("density"), seed=seed, data=opts.get("data"),
                        max_batches=opts.get("max_batches"), ls_samples=opts["ls_samples"],
                        ls_steps=opts["ls_steps"], ls_warmup=opts["ls_warmup"], ls_k=opts.get("ls_k"),
                        train_seed=opts.get("train_seed") or 0, ls_extra=opts.get("ls_extra"))
+    cfg.validate()  # e.g. a schedule that ends after the table's P: one clear error
     db = MemoryRunDB()
     try:
         db.create_search("replay", cfg.task, cfg.to_dict())
@@ -152,6 +164,13 @@ def _best_under(table: Table, draw: Sequence[int]) -> dict:
     tests = [table.test[draw[i]][i] for i in range(1, len(table.configs))]
     b = int(np.argmin(tests)) + 1
     return {"best": b, "best_test_ppl": tests[b - 1]}
+
+
+def _penalized(table: Table, x: np.ndarray) -> np.ndarray:
+    """Test ppls with a diverged pick (+inf, or NaN) counted as the table's worst finite one:
+    a method that picks a diverged config is penalized, not dropped from the mean."""
+    worst = max(v for t in table.test for v in t if finite(v))
+    return np.where(np.isfinite(x), x, worst)
 
 
 def _bootstrap_mean(x: np.ndarray, reps: int = 2000, seed: int = 0) -> Tuple[float, float]:
@@ -239,12 +258,17 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     out_methods = []
     for (name, h, e0, ei), rs in runs.items():
         test = np.array([r["test_ppl"] for r in rs], float)
-        fin = np.where(np.isfinite(test), test, np.nan)
+        fin = _penalized(table, test)
         out_methods.append({
             "method": name, "hpo": h, "e0": e0 or None, "ei": ei or None, "seeds": len(rs),
-            "final_test_ppl_mean": float(np.nanmean(fin)),
-            "regret_mean": float(np.nanmean(fin - np.array([r["best_test_ppl"] for r in rs]))),
+            "final_test_ppl_mean": float(fin.mean()),
+            # against the best configuration of each replay's draw of training seeds
+            "regret_mean": float(np.mean(fin - np.array([r["best_test_ppl"] for r in rs]))),
             "p_best": float(np.mean([r["pick"] == r["best"] for r in rs])),
+            # the same with each configuration's test ppl averaged over the table's seeds
+            "regret_of_means": float(np.mean([table.mean_test(r["pick"]) for r in rs]) - best_test),
+            "diverged_picks": int(np.sum(~np.isfinite(test))),
+            "distinct_picks": len({r["pick"] for r in rs}),
             "train_epochs_mean": float(np.mean([r["train_epochs"] for r in rs]))})
     wins = []
     for (name, h, e0, ei), rs in runs.items():
@@ -254,13 +278,15 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
             key = (other, h, e0, ei) if other == "loss" else (other, h, 0, 0)
             if key not in runs:
                 continue
-            a = np.array([r["test_ppl"] for r in rs])
-            b = np.array([r["test_ppl"] for r in runs[key]])
+            a = _penalized(table, np.array([r["test_ppl"] for r in rs], float))
+            b = _penalized(table, np.array([r["test_ppl"] for r in runs[key]], float))
             better = (a < b).astype(float)
             lo, hi = _bootstrap_mean(better)
+            # the interval resamples the replay seeds: it covers the searches' randomness on
+            # this table, not the training noise behind the table (see docs/results.md)
             wins.append({"a": name, "b": other, "hpo": h, "e0": e0, "ei": ei, "p_a_better": float(better.mean()),
-                         "lo": lo, "hi": hi, "p_tie": float(np.mean(a == b)),
-                         "mean_diff": float(np.nanmean(np.where(np.isfinite(a - b), a - b, np.nan)))})
+                         "lo": lo, "hi": hi, "p_b_better": float(np.mean(b < a)), "p_tie": float(np.mean(a == b)),
+                         "mean_diff": float(np.mean(a - b))})
     return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
             "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
             "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}

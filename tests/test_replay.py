@@ -24,21 +24,26 @@ def table_db(tmp_path_factory):
         with open(os.path.join(DATA, f"ptb.{split}.txt"), encoding="utf-8") as f:
             (d / f"ptb.{split}.txt").write_text("".join(next(f) for _ in range(n)), encoding="utf-8")
     db = tmp_path_factory.mktemp("table") / "t.sqlite"
-    cfg = table_configs("ptb-lstm", "random", 6, "smoke", data=str(d), max_batches=3, final_epochs=4)
+    cfg = table_configs("ptb-lstm", "random", 8, "smoke", data=str(d), max_batches=3, final_epochs=4)
     train_table(cfg, db, SerialExecutor(threads=1), "t", quiet=True)
     return db, str(d)
 
 
-def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path):
+@pytest.mark.parametrize("hpo", ["grid", "tpe"])
+def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path, hpo):
+    """n = 6 of 8: an elimination, an insertion proposed by the HPO method from the survivors,
+    its catch-up, a second elimination with it in the PCA fit, the final pick."""
+    from lshx.search.hpo import HyperoptProposer
+
     db, data = table_db
     table = load_table(db, "t")
     pool = [c for c in table.configs if c is not None]
-    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=data, max_batches=3, n=4, e0=2, ei=1, final_epochs=4,
-                                   hpo="grid", train_seed=0)
-    live = run_search(cfg, tmp_path / "live.sqlite", SerialExecutor(threads=1), quiet=True,
-                      proposer=GridProposer("ptb-lstm", points=pool))
-    rep = replay_one(table, Method("lsh-pca2"), "grid", 4, 2, 1, 0)
-    assert len(live["rounds"]) == len(rep["rounds"]) >= 1
+    proposer = GridProposer("ptb-lstm", points=pool) if hpo == "grid" else HyperoptProposer("tpe", configs=pool)
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=data, max_batches=3, n=6, e0=2, ei=1, final_epochs=4,
+                                   hpo=hpo, train_seed=0, seed=5)
+    live = run_search(cfg, tmp_path / "live.sqlite", SerialExecutor(threads=1), quiet=True, proposer=proposer)
+    rep = replay_one(table, Method("lsh-pca2"), hpo, 6, 2, 1, 5)
+    assert len(live["rounds"]) == len(rep["rounds"]) == 2 and live["rounds"][0]["inserted"]
     for a, b in zip(live["rounds"], rep["rounds"]):
         assert (a["epoch"], a["alive"], a["eliminated"], a["inserted"]) == \
             (b["epoch"], b["alive"], b["eliminated"], b["inserted"])
@@ -54,8 +59,8 @@ def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path):
 @pytest.mark.parametrize("hpo", ["grid", "tpe"])
 def test_a_replay_is_deterministic(table_db, method, hpo):
     table = load_table(table_db[0], "t")
-    a = replay_one(table, method, hpo, 4, 2, 1, 3)
-    b = replay_one(table, method, hpo, 4, 2, 1, 3)
+    a = replay_one(table, method, hpo, 6, 2, 1, 3)
+    b = replay_one(table, method, hpo, 6, 2, 1, 3)
     assert a == b
     assert 1 <= a["pick"] < len(table.configs) and math.isfinite(a["test_ppl"])
 
@@ -64,19 +69,24 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     db, _ = table_db
     table = load_table(db, "t")
     res = replay(table, [Method("lsh-pca2"), Method("loss", distance="loss"), Method("random", strategy="random")],
-                 ("grid",), n=4, e0s=(1, 2), eis=(1,), seeds=12)
+                 ("grid",), n=6, e0s=(1, 2), eis=(1,), seeds=12)
     assert {(m["method"], m["e0"]) for m in res["methods"]} == {("lsh-pca2", 1), ("lsh-pca2", 2), ("loss", 1),
                                                                  ("loss", 2), ("random", None)}
     for m in res["methods"]:
         assert m["seeds"] == 12 and m["regret_mean"] >= 0 and 0 <= m["p_best"] <= 1
+        assert m["diverged_picks"] == 0 and 1 <= m["distinct_picks"] <= 8
+    rnd = [m for m in res["methods"] if m["method"] == "random"][0]
+    assert rnd["train_epochs_mean"] == table.final_epochs  # the pick still has to be trained
+    for w in res["wins"]:
+        assert w["p_a_better"] + w["p_b_better"] + w["p_tie"] == pytest.approx(1.0)
     assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random")}
     assert [r["epoch"] for r in res["rho"]] == [1, 2, 3, 4] and "val_ppl" in res["rho"][0]
     out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
-                          "--n", "4", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
+                          "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
                           "--methods", "lsh-pca2,loss", "--json", "--quiet", "--out", str(tmp_path / "fig")],
                          capture_output=True, text=True, check=True)
     parsed = json.loads(out.stdout)
-    assert parsed["n"] == 4 and len(parsed["methods"]) == 2
+    assert parsed["n"] == 6 and len(parsed["methods"]) == 2
     assert (tmp_path / "fig" / "regret.png").exists() and (tmp_path / "fig" / "rho.png").exists()
     bad = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--methods", "nope"], capture_output=True, text=True)
@@ -87,3 +97,20 @@ def test_default_methods_follow_what_the_table_recorded(table_db):
     names = [m.name for m in default_methods(load_table(table_db[0], "t"))]
     assert "lsh-pca2" in names and "lsh-pca2-top8" in names and "loss" in names
     assert not any("hc" in n for n in names)  # this table recorded the h spectrum only
+
+
+def test_a_diverged_pick_is_penalized_not_dropped(table_db):
+    import numpy as np
+
+    from lshx.replay import _penalized
+
+    table = load_table(table_db[0], "t")
+    worst = max(v for t in table.test for v in t if math.isfinite(v))
+    assert _penalized(table, np.array([1.0, math.inf, math.nan])).tolist() == [1.0, worst, worst]
+
+
+def test_a_replay_refuses_a_schedule_past_the_tables_epochs(table_db):
+    from lshx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="final-epochs"):
+        replay_one(load_table(table_db[0], "t"), Method("lsh-pca2"), "grid", 8, 3, 2, 0)

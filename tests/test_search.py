@@ -102,8 +102,9 @@ def test_smoke_search_and_json(tiny_data, tmp_path):
     r = res["rounds"][0]
     assert r["epoch"] == 2 and len(r["alive"]) == 6 and len(r["eliminated"]) == 3 and len(r["inserted"]) == 1
     # 3 eliminated at epoch 2, 2 at epoch 3 (the inserted one caught up first), 2 finalists
-    # and the dense model trained to 4
-    assert res["train_epochs"] == 3 * 2 + 2 * 3 + 2 * 4 + 4
+    # trained to 4, and the dense model up to the last elimination (3; it is trained to 4 for
+    # the report, which the method does not need)
+    assert res["train_epochs"] == 3 * 2 + 2 * 3 + 2 * 4 + 3 and res["dense_epochs"] == 4
     assert res["selection_epochs_table3"] == 6 * 2 + 4 * 1
     db = RunDB(tmp_path / "s.sqlite")
     stored = db.rounds(res["name"])
@@ -222,7 +223,8 @@ def test_loss_and_full_strategies(tiny_data, tmp_path):
     assert all(v > 1 for v in loss["rounds"][0]["distances"].values())  # perplexities
     full = run_search(SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, strategy="full",
                                                n=3), tmp_path / "f.sqlite", SerialExecutor(threads=1), quiet=True)
-    assert full["rounds"] == [] and full["train_epochs"] == 4 * 4  # 3 configs + dense, 4 epochs each
+    assert full["rounds"] == [] and full["train_epochs"] == 3 * 4  # 3 configs, 4 epochs each: no dense needed
+    assert loss["train_epochs"] == 3 * 2 + 2 * 3 + 2 * 4  # the loss-based search needs no dense model
 
 
 @pytest.mark.parametrize("preset", ["smoke", "small", "paper"])
@@ -401,3 +403,24 @@ def test_full_strategy_says_its_optimizer_saw_no_feedback(tiny_data, tmp_path):
                                    final_epochs=2)
     res = run_search(cfg, tmp_path / "s.sqlite", SerialExecutor(threads=1), quiet=True)
     assert "no feedback" in res["note"]
+
+
+def test_tpe_initial_set_is_a_draw_from_its_prior():
+    """With no history TPE draws from its prior; suggestions must not model each other
+    (pending trials with no loss made the first one TPE's 'good' point: 56% copies)."""
+    from lshx.search.hpo import HyperoptProposer
+
+    key = lambda c: (c["init"], c["death"], c["redistribution"])  # noqa: E731
+    same = [key(c) == key(o[0]) for s in range(40) for o in [HyperoptProposer("tpe").propose([], 8, set(), s)]
+            for c in o[1:]]
+    assert sum(same) / len(same) < 0.12  # 1/24 for independent draws
+
+
+def test_replays_of_a_grid_table_start_from_the_live_grid_order():
+    from lshx.replay import _proposer
+    from lshx.table import Table
+
+    pool = grid("ptb-lstm")[::-1]  # a table stores its configs in its own order
+    table = Table("g", "ptb-lstm", {"final_epochs": 4}, [None] + pool, [[{}] * 25], [[1.0] * 25])
+    live = make_proposer("grid", "ptb-lstm")
+    assert _proposer(table, "grid").propose([], 8, set(), 3) == live.propose([], 8, set(), 3)

@@ -89,36 +89,42 @@ class HyperoptProposer(Proposer):
             rates = {c["death_rate"] for c in self.configs}
             combos = {tuple(c[k] for k in CATEGORICAL) for c in self.configs}
             full = len(combos) == len(self.configs) == math.prod(len(v) for v in CATEGORICAL.values())
-            self.mode = "product" if full and len(rates) == 1 else "index"
+            # a pool that is not a whole product: TPE still models the structured space (a single
+            # choice among configs would carry no similarity between them: random search), and
+            # each proposal is snapped to the nearest pool config not tried yet
+            self.mode = "product" if full and len(rates) == 1 else "snap"
             self.rate = rates.pop() if self.mode == "product" else None
 
     def _space(self):
         from hyperopt import hp
 
-        if self.mode == "index":
-            return {"config": hp.choice("config", list(range(len(self.configs))))}
         space = {k: hp.choice(k, list(v)) for k, v in CATEGORICAL.items()}
-        if self.mode == "space":
+        if self.mode != "product":
             space["death_rate"] = hp.uniform("death_rate", *DEATH_RATE_RANGE)
         return space
 
     def _vals(self, cfg: dict) -> dict:
         """A config as hyperopt's trial 'vals' (choice indices, the rate)."""
         c = normalize(cfg)
-        if self.mode == "index":
-            return {"config": [[config_hash(x) for x in self.configs].index(config_hash(c))]}
         vals = {k: [list(CATEGORICAL[k]).index(c[k])] for k in CATEGORICAL}
-        if self.mode == "space":
+        if self.mode != "product":
             vals["death_rate"] = [c["death_rate"]]
         return vals
 
-    def _config(self, point: dict) -> dict:
-        """A point of the space (space_eval's output) as a config."""
-        if self.mode == "index":
-            return self.configs[point["config"]]
+    def _config(self, point: dict, seen: Set[str]) -> Optional[dict]:
+        """A point of the space (space_eval's output) as a config; in a pool that is not a
+        product, the nearest pool config not in `seen` (fewest differing controls, then the
+        closest death rate; None when the pool is used up)."""
         if self.mode == "product":
             return normalize({**point, "death_rate": self.rate})
-        return normalize(point)
+        if self.mode == "space":
+            return normalize(point)
+        p = normalize(point)
+        rest = [c for c in self.configs if config_hash(c) not in seen]
+        if not rest:
+            return None
+        return min(rest, key=lambda c: (sum(c[k] != p[k] for k in CATEGORICAL), abs(c["death_rate"] - p["death_rate"]),
+                                        config_hash(c)))
 
     def propose(self, history, n, exclude, round_seed):
         from functools import partial
@@ -152,9 +158,13 @@ class HyperoptProposer(Proposer):
         import numpy as np
 
         # hyperopt's suggest returns ONE document however many ids it is given: ask n times,
-        # each with its own seed, so every proposal comes from the model. TPE also gets each
-        # suggestion added as a pending trial (no result) before the next; ATPE cannot read
-        # a trial without a loss, so it gets the finished history only.
+        # each with its own seed, so every proposal comes from the model. Once TPE models its
+        # history (2 finished trials or more), each suggestion is also added as a pending trial
+        # before the next (it then counts among the 'bad' points, pushing the next ones
+        # elsewhere). Before that, TPE draws from its prior, and pending trials would become
+        # its model (all equally bad, the first one 'good'): none are added. ATPE cannot read a
+        # trial without a loss, so it gets the finished history only.
+        pending = self.algo == "tpe" and len(history) >= 2
         seeds = np.random.SeedSequence(round_seed).generate_state(4 * n + 4)
         out: List[dict] = []
         seen = set(exclude)
@@ -169,11 +179,11 @@ class HyperoptProposer(Proposer):
                 docs = algo(trials.new_trial_ids(1), domain, trials, seed)
                 for d in docs:
                     vals = {k: v[0] for k, v in d["misc"]["vals"].items() if v}
-                    cfg = self._config(space_eval(space, vals))
-                    if config_hash(cfg) not in seen and len(out) < n:
+                    cfg = self._config(space_eval(space, vals), seen)
+                    if cfg is not None and config_hash(cfg) not in seen and len(out) < n:
                         out.append(cfg)
                         seen.add(config_hash(cfg))
-                if self.algo == "tpe":
+                if pending:
                     trials.insert_trial_docs(docs)  # pending: the next suggestion sees it was asked
                     trials.refresh()
         finally:

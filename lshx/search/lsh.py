@@ -434,9 +434,14 @@ class Search:
         for x in finalists:
             self.db.set_status(self.name, x, "final")
         self.db.set_status(self.name, best, "best")
-        # what this search trained: each candidate up to the epoch this search took it to (or
-        # to where it diverged), whatever else other searches stored in a shared DB
-        used = sum(min(target, max(self.evals(cands[x]), default=0)) for x, target in self.train_epochs_used.items())
+        # what the method costs: each candidate up to the epoch this search took it to (or to
+        # where it diverged), whatever else other searches stored in a shared DB; plus the
+        # dense model up to the last elimination for the LS distances (the loss-based and the
+        # full-training searches need no dense model: it is trained to P for the report only)
+        used = sum(min(target, max(self.evals(cands[x]), default=0)) for x, target in self.train_epochs_used.items()
+                   if x != self.DENSE)
+        if self.cfg.strategy == "lsh" and self.cfg.distance != "loss" and rounds:
+            used += min(max(r["epoch"] for r in rounds), max(self.evals(cands[self.DENSE]), default=0))
         result = {
             "name": self.name,
             "best": {"cid": best, "config": cands[best]["config"], "describe": describe(cands[best]["config"]),
@@ -444,6 +449,7 @@ class Search:
             "dense": {"val_ppl": best_val(self.DENSE), "test_ppl": tests[1]},
             "rounds": rounds,
             "train_epochs": used,
+            "dense_epochs": max(self.evals(cands[self.DENSE]), default=0),
             # Table 3's count for the rounds that ran (catch-up epochs left out); equals
             # selection_epochs(n, e0, ei) when every planned insertion happened
             "selection_epochs_table3": (self.cfg.n * self.cfg.e0 + self.cfg.ei * sum(
