@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lshx
+import lshx.sparse.masking
 from lshx.errors import ConfigError
 from lshx.sparse.any_model import ModuleMasks, maskable, sparsify
 from lshx.sparse.config import DEATHS, INITS, REDISTRIBUTIONS, DSTConfig
@@ -158,14 +159,150 @@ def test_dtype_change_after_sparsify_keeps_masks_exact():
     assert (model.emb.weight != 0).all()  # outside the filter: dense
 
 
+def _gru_step(W, L, H):
+    """nn.GRU's step in torch ops with the weights W (name -> tensor), for lyapunov_spectrum_fn."""
+    def step(h, x):
+        hs, inp, out = h.view(L, H), x, []
+        for l in range(L):
+            gx = F.linear(inp, W[f"weight_ih_l{l}"], W[f"bias_ih_l{l}"])
+            gh = F.linear(hs[l], W[f"weight_hh_l{l}"], W[f"bias_hh_l{l}"])
+            (xr, xz, xn), (hr, hz, hn) = gx.chunk(3), gh.chunk(3)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            inp = (1 - z) * torch.tanh(xn + r * hn) + z * hs[l]
+            out.append(inp)
+        return torch.cat(out)
+    return step
+
+
 def test_spectrum_of_a_sparsified_gru():
-    """lshx.lyapunov_spectrum reads the module's (masked-in-place) weights."""
+    """lshx.lyapunov_spectrum of the sparsified nn.GRU is the spectrum of the GRU whose
+    weights are the dense ones times the masks (computed by the step-function path, from a
+    copy taken before sparsify), and differs from the dense GRU's."""
     torch.manual_seed(0)
     model = Tagger().double()
-    sparsify(model, density=0.3, include="gru.*", total_steps=1)
-    x = torch.randn(9, 2, 8, dtype=torch.float64)
-    lam = lshx.lyapunov_spectrum(model.gru, x, warmup=2)
-    dense = Tagger().double()
-    dense.load_state_dict(model.state_dict())
-    assert torch.allclose(lam, lshx.lyapunov_spectrum(dense.gru, x, warmup=2))
+    with torch.no_grad():
+        for p in model.gru.parameters():
+            p.mul_(3.0)  # a spectrum the masks visibly change
+    dense = {n: p.detach().clone() for n, p in model.gru.named_parameters()}
+    masking = sparsify(model, density=0.3, include="gru.*", total_steps=1)
+    masked = {n: w * masking.masks[f"gru.{n}"] if f"gru.{n}" in masking.masks else w for n, w in dense.items()}
+    assert all(f"gru.{n}" in masking.masks for n in dense if n.startswith("weight"))
+    x = torch.randn(2, 9, 8, dtype=torch.float64)  # (K, T, D)
+    lam = lshx.lyapunov_spectrum(model.gru, x.transpose(0, 1), warmup=2)
+    h0 = torch.zeros(24, dtype=torch.float64)
+    ref = lshx.lyapunov_spectrum_fn(_gru_step(masked, 2, 12), h0, x, warmup=2)
     assert lam.shape == (24,) and torch.isfinite(lam).all()
+    assert torch.allclose(lam, ref, atol=1e-10)
+    full = lshx.lyapunov_spectrum_fn(_gru_step(dense, 2, 12), h0, x, warmup=2)
+    assert (lam - full).abs().max() > 1e-3  # the masks matter
+
+
+def _train_some(model, masking, dtype=torch.float32, device="cpu", steps=3):
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        ids = torch.randint(0, V, (7, 4), generator=gen).to(device)
+        tags = torch.randint(0, C, (7, 4), generator=gen).to(device)
+        opt.zero_grad()
+        F.cross_entropy(model(ids).reshape(-1, C), tags.reshape(-1)).backward()
+        masking.step(opt)
+    return opt
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_module_to_cuda_after_sparsify():
+    """sparsify on the CPU, then module.cuda(): steps and topology updates keep the masks
+    exact on the GPU (the masks follow the weights at the top of step/update_topology)."""
+    torch.manual_seed(0)
+    model = Tagger()
+    masking = sparsify(model, density=0.3, death="magnitude", total_steps=8, seed=1)
+    total = sum(masking.nonzeros().values())
+    model.cuda()
+    opt = _train_some(model, masking, device="cuda")
+    assert all(m.is_cuda for m in masking.masks.values())
+    _check_exact(model, masking, opt, None, total, [])
+    masking.update_topology(opt)
+    _check_exact(model, masking, opt, None, total, [])
+    _train_some(model, masking, device="cuda", steps=1)
+    _check_exact(model, masking, opt, None, total, [])
+
+
+def test_masks_follow_the_weights_device_at_each_step(monkeypatch):
+    """The CPU half of the device check. ModuleMasks.sync brings the masks to the weights'
+    device (module.to(meta) here); Masking calls it before the gradients are masked (step)
+    and before a topology update reads the masks: masks left on a stale device (meta, with a
+    sync that restores them, a stand-in for CPU masks of a module moved to CUDA) are synced
+    before any use."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    masking = sparsify(model, density=0.3, total_steps=4)
+    model.to("meta")
+    assert all(m.device.type == "cpu" for m in masking.masks.values())
+    masking.model.sync()
+    assert all(m.device.type == "meta" for m in masking.masks.values())
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    masking = sparsify(model, density=0.3, total_steps=4)
+    adapter, good = masking.model, dict(masking.masks)
+    calls, seen = [], []
+
+    def stale():
+        adapter.masks = {n: m.to("meta") for n, m in good.items()}
+
+    def sync():
+        calls.append("sync")
+        adapter.set_masks(good)
+    adapter.sync = sync
+
+    def spy(m, dtype):  # every use of a mask by Masking goes through mask_as
+        seen.append(m.device.type)
+        return real(m, dtype)
+    real = lshx.sparse.masking.mask_as
+    monkeypatch.setattr(lshx.sparse.masking, "mask_as", spy)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    F.cross_entropy(model(torch.randn(5, 6)), torch.randint(0, 3, (5,))).backward()
+    stale()
+    masking.step(opt)
+    assert calls and seen and set(seen) == {"cpu"}
+    _check_exact(model, masking, opt, None, sum(int(m.sum()) for m in good.values()), [])
+    stale()
+    calls.clear()
+    masking.update_topology(opt)
+    assert calls and all(m.device.type == "cpu" for m in masking.masks.values())
+
+
+def test_parameters_replaced_by_a_conversion():
+    """torch.__future__.set_overwrite_module_params_on_conversion(True): .double() replaces
+    the Parameter objects; Masking looks them up by name at each step, so the new ones'
+    gradients and momenta stay zero outside the masks."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    masking = sparsify(model, density=0.3, total_steps=10, death="magnitude")
+    old = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        model.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(old)
+    total = sum(masking.nonzeros().values())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(5, 6, dtype=torch.float64)), torch.randint(0, 3, (5,))).backward()
+        masking.step(opt)
+        _check_exact(model, masking, opt, None, total, [])
+    masking.update_topology(opt)
+    _check_exact(model, masking, opt, None, total, [])
+    assert masking.params["0.weight"] is model[0].weight
+
+
+def test_frozen_parameters_are_not_masked_by_default():
+    torch.manual_seed(0)
+    model = Tagger()
+    model.emb.weight.requires_grad_(False)  # a frozen (pretrained) embedding
+    assert "emb.weight" not in maskable(model) and maskable(model) == WEIGHTS[1:]
+    assert maskable(model, include_frozen=True) == WEIGHTS
+    masking = sparsify(model, density=0.3, total_steps=2)
+    assert "emb.weight" not in masking.masks and (model.emb.weight != 0).all()
+    assert "emb.weight" in sparsify(Tagger(), density=0.3, include_frozen=True).masks

@@ -8,10 +8,13 @@
 ModuleMasks wraps the user's module without changing it (its parameter names, forward and
 state_dict stay its own) and keeps the masks beside it, keyed by parameter name. Which
 parameters are masked: every parameter of two or more dimensions whose name passes the
-filter; biases (and every other 1-D parameter: norms, gains) never. Masking then keeps its
+filter; biases (and every other 1-D parameter: norms, gains) never, nor frozen parameters
+(requires_grad=False) unless include_frozen=True. Masking then keeps its
 guarantees: every masked tensor holds exactly its target number of nonzeros after every
 optimizer step and topology update, gradients and per-element optimizer state are zero
-outside the masks, and regrown weights start at zero.
+outside the masks, and regrown weights start at zero. module.to(device) after sparsify is
+fine: Masking brings the masks to the weights' device (ModuleMasks.sync) at the top of every
+step and topology update.
 """
 from __future__ import annotations
 
@@ -45,25 +48,29 @@ def _is_bias(name: str, p: torch.Tensor) -> bool:
     return p.dim() < 2 or name.rsplit(".", 1)[-1].startswith("bias")
 
 
-def maskable(module: nn.Module, include: NameFilter = None, exclude: NameFilter = None) -> List[str]:
+def maskable(module: nn.Module, include: NameFilter = None, exclude: NameFilter = None, *,
+             include_frozen: bool = False) -> List[str]:
     """Names of the parameters a filter selects: include (glob patterns or a predicate on the
-    name; default every one) minus exclude; never biases or other 1-D parameters."""
+    name; default every one) minus exclude; never biases or other 1-D parameters, and no
+    frozen parameter (requires_grad=False) unless include_frozen."""
     inc, exc = _matcher(include, True), _matcher(exclude, False)
-    return [n for n, p in module.named_parameters() if not _is_bias(n, p) and inc(n) and not exc(n)]
+    return [n for n, p in module.named_parameters()
+            if not _is_bias(n, p) and (include_frozen or p.requires_grad) and inc(n) and not exc(n)]
 
 
 class ModuleMasks:
     """A user's nn.Module seen as the MaskedLM interface Masking drives (named_parameters,
     maskable_names, set_masks, masks, mask, apply_masks_, exact_masked)."""
 
-    def __init__(self, module: nn.Module, include: NameFilter = None, exclude: NameFilter = None) -> None:
+    def __init__(self, module: nn.Module, include: NameFilter = None, exclude: NameFilter = None, *,
+                 include_frozen: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise ConfigError(f"expected an nn.Module, got {type(module).__name__}")
         self.module = module
-        self.names = maskable(module, include, exclude)
+        self.names = maskable(module, include, exclude, include_frozen=include_frozen)
         if not self.names:
             raise ConfigError("the name filter selects no maskable parameter (biases and 1-D parameters never "
-                              f"are); parameters: {', '.join(n for n, _ in module.named_parameters())}")
+                              "are, frozen ones only with include_frozen=True); parameters: {', '.join(n for n, _ in module.named_parameters())}")
         self.masks: Dict[str, torch.Tensor] = {}
         self._exact: Dict[str, tuple] = {}
 
@@ -91,12 +98,19 @@ class ModuleMasks:
     def mask(self, name: str) -> Optional[torch.Tensor]:
         return self.masks.get(name)
 
-    def apply_masks_(self) -> None:
-        """Zeros the weights outside their masks in place (the module may have moved: the
-        masks follow its device first), and records that they are."""
+    def sync(self) -> None:
+        """Brings the masks to their weights' devices (module.to(device) after sparsify moves
+        the weights, not the masks). Masking calls it at the top of every step and topology
+        update; the masks stay bool (mask_as gives each dtype its 0/1 copy)."""
         params = dict(self.module.named_parameters())
         if any(m.device != params[n].device for n, m in self.masks.items()):
             self.set_masks(self.masks)
+
+    def apply_masks_(self) -> None:
+        """Zeros the weights outside their masks in place (the module may have moved: the
+        masks follow its device first), and records that they are."""
+        self.sync()
+        params = dict(self.module.named_parameters())
         with torch.no_grad():
             for name, m in self.masks.items():
                 params[name].mul_(mask_as(m, params[name].dtype))
@@ -116,16 +130,19 @@ class ModuleMasks:
 
 
 def sparsify(module: nn.Module, cfg: Optional[DSTConfig] = None, *, include: NameFilter = None,
-             exclude: NameFilter = None, total_steps: int = 1, seed: int = 0, **dst) -> Masking:
+             exclude: NameFilter = None, include_frozen: bool = False, total_steps: int = 1, seed: int = 0,
+             **dst) -> Masking:
     """Masks `module` in place and returns the DST engine driving it.
 
     cfg: a DSTConfig, or its fields as keyword arguments (density, init, death, growth,
     redistribution, death_rate, update_every, ...). total_steps: the optimizer steps the
     training plans (epochs x batches); the death rate follows a cosine over them.
+    include_frozen: also mask parameters with requires_grad=False (skipped by default).
     The engine's model is the ModuleMasks adapter (masking.model.module is `module`).
     """
     if cfg is None:
         cfg = DSTConfig.from_dict(dst)
     elif dst:
         raise ConfigError("give a DSTConfig or its fields as keyword arguments, not both")
-    return Masking(ModuleMasks(module, include, exclude), cfg, total_steps, seed=seed)
+    return Masking(ModuleMasks(module, include, exclude, include_frozen=include_frozen), cfg, total_steps,
+                   seed=seed)

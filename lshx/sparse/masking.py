@@ -68,10 +68,20 @@ class Masking:
         self.model.set_masks(masks)
 
     # ------------------------------------------------------------------ per step
+    def sync(self) -> None:
+        """Looks the parameters up by name again (a conversion may replace them:
+        torch.__future__.set_overwrite_module_params_on_conversion) and lets the model bring
+        its masks to the weights' device (ModuleMasks.sync; MaskedLM moves them in _apply)."""
+        self.params = dict(self.model.named_parameters())
+        sync = getattr(self.model, "sync", None)
+        if sync is not None:
+            sync()
+
     def mask_grads(self) -> None:
         """Zeros the gradients outside the masks. step() calls it after the trainer has clipped
         the dense gradient (Selfish-RNN's order); TrainConfig.clip_masked_grad calls it before
         clipping too, so the clip norm is that of the update applied."""
+        self.sync()
         with torch.no_grad():
             for n, m in self.masks.items():
                 g = self.params[n].grad
@@ -102,6 +112,7 @@ class Masking:
     def update_topology(self, optimizer: Optional[torch.optim.Optimizer] = None) -> dict:
         """One prune-and-regrow; the total number of nonzeros is unchanged (per tensor too when
         redistribution is 'none' and death is per tensor and not 'threshold')."""
+        self.sync()
         cfg, rate = self.cfg, self.death_rate()
         old = {n: m.clone() for n, m in self.masks.items()}
         w = {n: self.params[n].detach() for n in self.names}
