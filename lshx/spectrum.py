@@ -9,8 +9,9 @@
   Jacobian by torch.func (jacrev, vmapped over the K sequences).
 
 Both run Eq. 1: B^0 = I (N x k); per counted step B^t, R^t = qr(J^t B^{t-1});
-lambda_i = mean over steps of log|R^t_ii| (natural log; |R_ii| = 0 gives the smallest finite
-log), then averaged over the K sequences unless per_sample. The first `warmup` steps only
+lambda_i = mean over steps of log|R^t_ii| (natural log; |R_ii| is floored at the dtype's
+smallest normal number, so |R_ii| = 0 counts log(tiny): -87.3 in float32, -708.4 in
+float64), then averaged over the K sequences unless per_sample. The first `warmup` steps only
 advance the state; counting starts from B = I.
 """
 from __future__ import annotations
@@ -88,14 +89,15 @@ class _ModuleSteps:
     def __init__(self, rnn: nn.Module, x: torch.Tensor, state_kind: str) -> None:
         self.kind, self.hc = _kind(rnn), state_kind == "hc"
         self.L, self.H = rnn.num_layers, rnn.hidden_size
-        p = dict(rnn.named_parameters())
+        # getattr: the effective weight, also under torch.nn.utils.prune (weight_orig * mask),
+        # parametrize and weight_norm, where no parameter carries the name
+        p = lambda name: getattr(rnn, name).detach()  # noqa: E731
         self.W, self.b = [], []
         for l in range(self.L):
-            w_ih, w_hh = p[f"weight_ih_l{l}"].detach(), p[f"weight_hh_l{l}"].detach()
+            w_ih, w_hh = p(f"weight_ih_l{l}"), p(f"weight_hh_l{l}")
             zero = w_hh.new_zeros(w_hh.size(0))
             self.W.append((w_ih, w_hh))
-            self.b.append((p[f"bias_ih_l{l}"].detach() if rnn.bias else zero,
-                           p[f"bias_hh_l{l}"].detach() if rnn.bias else zero))
+            self.b.append((p(f"bias_ih_l{l}") if rnn.bias else zero, p(f"bias_hh_l{l}") if rnn.bias else zero))
         # layer 0's input projections of every step at once: (K, T, G*H)
         self.x0 = torch.matmul(x, self.W[0][0].t()) + self.b[0][0]
         self.combine = ops.row_combine_ref if (x.is_cuda and x.dtype != torch.float32) else ops.row_combine
@@ -274,16 +276,21 @@ def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor,
     step maps one sequence's state h (N,) and input x (inputs[s, t], any shape) to the next
     state (N,); it must be a torch function torch.func can transform (no in-place writes to
     captured tensors, no .item()). inputs: (K, T, ...), K independent sequences, batch first.
-    h0: (N,) shared by all sequences, or (K, N). With aux0 (shared or per sequence like h0),
-    the signature is step(h, x, aux) -> (h, aux): aux is advanced but held fixed in the
-    Jacobian (an LSTM's c with state="h"). Returns what lyapunov_spectrum returns.
+    h0: (N,) shared by all sequences, or (K, N), floating point; step must return the next
+    state in h0's dtype (checked on the first step: one ConfigError). With aux0, the
+    signature is step(h, x, aux) -> (h, aux): aux is advanced but held fixed in the Jacobian
+    (an LSTM's c with state="h"); aux0 is per sequence when its leading dimension is K, else
+    shared by all sequences (whatever h0 is; a shared aux whose leading dimension is K must
+    be expanded to (K, ...) by the caller), and step must return aux in aux0's per-sequence
+    shape. Returns what lyapunov_spectrum returns.
     """
     if inputs.dim() < 2:
         raise ConfigError(f"inputs must be (K, T, ...), got {tuple(inputs.shape)}")
     K, T = inputs.shape[:2]
+    if not torch.is_tensor(h0) or not h0.is_floating_point():
+        raise ConfigError(f"h0 must be a floating-point tensor, got {getattr(h0, 'dtype', type(h0).__name__)}")
     h0 = h0.detach()
-    shared = h0.dim() == 1
-    if shared:
+    if h0.dim() == 1:
         h0 = h0.expand(K, -1)
     if h0.dim() != 2 or h0.size(0) != K:
         raise ConfigError(f"h0 must be (N,) or (K, N) with K = {K}, got {tuple(h0.shape)}")
@@ -296,10 +303,11 @@ def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor,
             hn = step(h, xt)
             return hn, hn
     else:
+        if not torch.is_tensor(aux0):
+            raise ConfigError(f"aux0 must be a tensor, got {type(aux0).__name__}")
         a0 = aux0.detach()
-        a0 = a0.expand(K, *a0.shape) if shared else a0
-        if a0.dim() < 1 or a0.size(0) != K:
-            raise ConfigError(f"aux0 must be (K, ...) with K = {K} when h0 is (K, N), got {tuple(a0.shape)}")
+        if a0.dim() == 0 or a0.size(0) != K:  # shared by all sequences: its own leading dimension says
+            a0 = a0.expand(K, *a0.shape)
         state0 = (h0.contiguous(), a0.contiguous())
 
         def f(h, xt, a):
@@ -322,4 +330,15 @@ def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor,
         J, new = jac(*args(s, t))
         return detach(new), torch.bmm(J.detach(), B)
 
+    # one step forward first: a wrong shape or dtype gives one clear error, not a bmm's
+    probe = advance(state0, 0)
+    hn = probe if aux0 is None else probe[0]
+    if tuple(hn.shape) != (K, N):
+        raise ConfigError(f"step must return the next state of shape (N,) = ({N},), got {tuple(hn.shape[1:])}")
+    if hn.dtype != h0.dtype:
+        raise ConfigError(f"step returns {hn.dtype} for a {h0.dtype} state h0: pass h0 in the dtype step "
+                          f"computes in (h0.to({hn.dtype}))")
+    if aux0 is not None and (not torch.is_tensor(probe[1]) or probe[1].shape != state0[1].shape):
+        got = tuple(probe[1].shape[1:]) if torch.is_tensor(probe[1]) else type(probe[1]).__name__
+        raise ConfigError(f"step must return aux of aux0's per-sequence shape {tuple(state0[1].shape[1:])}, got {got}")
     return _run(advance, tangent, state0, K, T, N, k, warmup, qr, h0, per_sample)

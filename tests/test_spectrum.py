@@ -318,3 +318,97 @@ def test_lazy_exports_and_cheap_import():
     assert out.stdout.strip() == "False"
     with pytest.raises(AttributeError):
         lshx.no_such_thing  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- reparametrized weights
+def _plain_copy(m, weights):
+    """A plain module of m's kind whose parameters are `weights` (name -> tensor)."""
+    kw = {"nonlinearity": m.nonlinearity} if isinstance(m, nn.RNN) else {}
+    c = type(m)(m.input_size, m.hidden_size, m.num_layers, bias=m.bias, batch_first=m.batch_first, **kw).to(D64)
+    with torch.no_grad():
+        for n, p in c.named_parameters():
+            p.copy_(weights[n])
+    return c
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_pruned_and_parametrized_weights(kind):
+    """torch.nn.utils.prune / parametrize / weight_norm: the spectrum reads the effective
+    weight (getattr), not the parameter of that name (there is none: weight_orig,
+    parametrizations.*.original)."""
+    import torch.nn.utils.prune as prune
+    from torch.nn.utils import parametrize
+
+    m = _module(kind, 2)
+    x, h0 = _inputs(m), _h0(m, 3)
+    prune.l1_unstructured(m, "weight_hh_l0", amount=0.5)
+    prune.random_unstructured(m, "weight_ih_l1", amount=0.3)
+    names = [n for n, _ in _module(kind, 2).named_parameters()]
+    eff = {n: getattr(m, n).detach().clone() for n in names}
+    assert (eff["weight_hh_l0"] == 0).float().mean() >= 0.5
+    got = lyapunov_spectrum(m, x, h0=h0, warmup=2)
+    assert torch.allclose(got, lyapunov_spectrum(_plain_copy(m, eff), x, h0=h0, warmup=2), atol=1e-12)
+    assert not torch.allclose(got, lyapunov_spectrum(_module(kind, 2), x, h0=h0, warmup=2), atol=1e-6)
+
+    class Half(nn.Module):
+        def forward(self, w):
+            return 0.5 * w
+
+    m = _module(kind, 2)
+    parametrize.register_parametrization(m, "weight_hh_l1", Half())
+    m = nn.utils.parametrizations.weight_norm(m, "weight_ih_l0")
+    eff = {n: getattr(m, n).detach().clone() for n in names}
+    assert torch.allclose(eff["weight_hh_l1"], 0.5 * _module(kind, 2).weight_hh_l1)
+    got = lyapunov_spectrum(m, x, h0=h0, warmup=2)
+    assert torch.allclose(got, lyapunov_spectrum(_plain_copy(m, eff), x, h0=h0, warmup=2), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- aux0, dtypes
+def _aux_step(W):
+    def step(h, x, c):
+        c = 0.5 * c + x.sum()
+        return torch.tanh(W @ h + c), c
+    return step
+
+
+def test_aux0_per_sequence_or_shared_from_its_own_shape():
+    """aux0 is per sequence when its leading dimension is K, else shared, whatever h0 is;
+    each case equals running the sequences one at a time."""
+    torch.manual_seed(0)
+    H, K = 3, 2
+    W = torch.randn(H, H, dtype=D64)
+    step = _aux_step(W)
+    x = torch.randn(K, 6, 1, dtype=D64)
+    h_shared, h_per = torch.full((H,), 0.1, dtype=D64), 0.3 * torch.randn(K, H, dtype=D64)
+    a_shared, a_per = torch.randn(H, dtype=D64), torch.randn(K, H, dtype=D64)
+
+    def one_by_one(h0, a0):
+        rows = []
+        for s in range(K):
+            hs = h0 if h0.dim() == 1 else h0[s]
+            as_ = a0 if a0.dim() == 1 else a0[s]
+            rows.append(lyapunov_spectrum_fn(step, hs, x[s:s + 1], aux0=as_, warmup=1, per_sample=True)[0])
+        return torch.stack(rows)
+
+    for h0 in (h_shared, h_per):
+        for a0 in (a_shared, a_per):
+            got = lyapunov_spectrum_fn(step, h0, x, aux0=a0, warmup=1, per_sample=True)
+            assert got.shape == (K, H)
+            assert torch.allclose(got, one_by_one(h0, a0), atol=1e-12)
+
+
+def test_step_function_dtype_and_shape_errors():
+    torch.manual_seed(0)
+    W = torch.randn(3, 3, dtype=D64)
+    x = torch.randn(2, 6, 1, dtype=D64)
+    with pytest.raises(ConfigError, match=r"returns torch.float64 for a torch.float32 state"):
+        lyapunov_spectrum_fn(lambda h, x: torch.tanh(W @ h.double()), torch.zeros(3), x)
+    with pytest.raises(ConfigError, match="floating"):
+        lyapunov_spectrum_fn(lambda h, x: h, torch.zeros(3, dtype=torch.long), x)
+    with pytest.raises(ConfigError, match=r"next state of shape \(N,\) = \(3,\)"):
+        lyapunov_spectrum_fn(lambda h, x: h[:2], torch.zeros(3, dtype=D64), x)
+    with pytest.raises(ConfigError, match="aux"):
+        lyapunov_spectrum_fn(lambda h, x, c: (h, c[:1]), torch.zeros(3, dtype=D64), x, aux0=torch.zeros(2, 3))
+    # float32 everywhere (inputs of another dtype are the step's business): fine
+    lam = lyapunov_spectrum_fn(lambda h, x: torch.tanh(W.float() @ h + x.float().sum()), torch.zeros(3), x)
+    assert lam.dtype == torch.float32
