@@ -224,6 +224,130 @@ def test_tpe_study_prunes_and_inserts(storage, tmp_path):
         assert [decisions(t) for t in again.trials] == [decisions(t) for t in study.trials]
 
 
+def _sync_round(study, trials, spectra_by_trial, epoch):
+    """Every trial reports its spectrum at `epoch`, then every one asks: {number: pruned}."""
+    for t in trials:
+        report_spectrum(t, spectra_by_trial[t.number], epoch)
+    return {t.number: t.should_prune() for t in trials}
+
+
+@pytest.mark.parametrize("distance", ["raw", "pca2"])
+def test_ties_go_to_the_lower_trial_number(distance):
+    """Equal distances (identical spectra; or two diverged trials, both +inf): the lower
+    trial number is kept, as lshx.search.lsh.eliminate."""
+    ref = {1: [0.5, -1.0], 2: [0.4, -1.2]}
+    study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref))
+    trials = [study.ask() for _ in range(4)]
+    same = {e: [0.9, -0.7 - 0.1 * e] for e in (1, 2)}
+    traj = {0: {1: [0.0, 0.0], 2: [3.0, 3.0]}, 1: same, 2: same, 3: {1: [0.0, 0.0], 2: [2.0, 2.0]}}
+    _sync_round(study, trials, {n: traj[n][1] for n in traj}, 1)
+    pruned = _sync_round(study, trials, {n: traj[n][2] for n in traj}, 2)
+    dist = {t.number: decisions(study.trials[t.number])[0]["distance"] for t in trials}
+    assert dist[1] == dist[2] and dist[1] < min(dist[0], dist[3])
+    assert pruned == {0: True, 1: False, 2: False, 3: True}
+    assert [decisions(study.trials[n])[0]["rank"] for n in (1, 2)] == [1, 2]
+    # two diverged trials, nothing else at the rung: the lower number is kept
+    study = optuna.create_study(pruner=LSHPruner(1, 1, distance, reference=ref))
+    a, b = study.ask(), study.ask()
+    assert _sync_round(study, [a, b], {a.number: [math.nan, 0.0], b.number: [math.inf, 0.0]}, 1) == \
+        {a.number: False, b.number: True}
+
+
+def test_a_diverged_trial_is_pruned_unless_most_diverged():
+    """A trial whose distance is +inf is pruned, alone at its rung too (asynchronous: the
+    first trial to arrive); only when more than half of m >= 2 competitors are +inf does
+    LSH's ranking decide (in a synchronised round: LSH's own rule, which keeps the lower
+    numbers among the diverged)."""
+    ref = {1: [0.0, -1.0], 2: [0.0, -1.0]}
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    t = study.ask()
+    report_spectrum(t, [math.nan, 0.0], 1)
+    assert t.should_prune()
+    assert decisions(study.trials[0])[0] == {"epoch": 1, "distance": None, "competitors": 1, "rank": 1,
+                                             "kept": False}
+    # m = 3, two diverged (more than half): LSH keeps ceil(3/2) = 2, the finite one and trial 0
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    trials = [study.ask() for _ in range(3)]
+    got = _sync_round(study, trials, {0: [math.nan, 0.0], 1: [0.1, -1.0], 2: [math.inf, 0.0]}, 1)
+    dist = {0: math.inf, 1: 0.1, 2: math.inf}
+    assert sorted(n for n, p in got.items() if p) == eliminate(dist, 2)[1] == [2]
+    # m = 4, two diverged (half): both pruned, as LSH
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    trials = [study.ask() for _ in range(4)]
+    got = _sync_round(study, trials, {0: [math.nan, 0.0], 1: [0.1, -1.0], 2: [math.inf, 0.0], 3: [0.2, -1.0]}, 1)
+    assert sorted(n for n, p in got.items() if p) == [0, 2]
+
+
+def test_static_reference_must_hold_every_rung_epoch():
+    """A static reference without a rung's epoch (pca2: without any of epochs 1..E) is a
+    ConfigError when a trial reaches that rung (at construction when n_rungs is given),
+    not a rung that silently never decides."""
+    ref = {e: [1.0, -1.0] for e in (2, 3, 4)}  # no epoch 1
+    study = optuna.create_study(pruner=LSHPruner(e0=1, ei=1, distance="raw", reference=ref))
+    t = study.ask()
+    report_spectrum(t, [1.1, -1.0], 1)
+    with pytest.raises(ConfigError, match="no spectrum at epoch 1"):
+        t.should_prune()
+    # raw needs the rung epoch only; pca2 needs 1..E
+    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=1, distance="raw", reference=ref))
+    t = study.ask()
+    for e in (1, 2):
+        report_spectrum(t, [1.1, -1.0], e)
+    assert not t.should_prune() and decisions(study.trials[0])[0]["kept"]
+    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=1, distance="pca2", reference=ref))
+    t = study.ask()
+    for e in (1, 2):
+        report_spectrum(t, [1.1, -1.0], e)
+    with pytest.raises(ConfigError, match="pca2.*epochs 1..2"):
+        t.should_prune()
+    with pytest.raises(ConfigError, match="no spectrum at epoch 5"):
+        LSHPruner(e0=2, ei=1, distance="raw", reference=ref, n_rungs=4)
+    with pytest.raises(ConfigError, match="epochs 1..2"):
+        LSHPruner(e0=2, ei=1, distance="pca2", reference=ref, n_rungs=1)
+    LSHPruner(e0=2, ei=1, distance="raw", reference=ref, n_rungs=3)
+
+
+def test_pruned_trials_leave_the_later_rungs():
+    """A trial pruned at rung r whose objective goes on reporting is no competitor at later
+    rungs (LSH never compares an eliminated candidate again); it stays pruned."""
+    ref = {e: [0.0, -1.0] for e in (1, 2)}
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    a, b = study.ask(), study.ask()
+    assert _sync_round(study, [a, b], {a.number: [0.9, -1.0], b.number: [0.1, -1.0]}, 1) == \
+        {a.number: True, b.number: False}
+    report_spectrum(a, [0.0, -1.0], 2)  # a ignores the pruning and goes on: nearest at epoch 2
+    assert a.should_prune()
+    report_spectrum(b, [0.2, -1.0], 2)
+    assert not b.should_prune()
+    assert decisions(study.trials[b.number])[1]["competitors"] == 1
+    assert 1 not in decisions(study.trials[a.number])
+
+
+def test_decisions_of_a_live_trial():
+    """decisions() takes the optuna.Trial an objective holds (Optuna 5's Trial has no
+    system_attrs: read through the study's storage) as well as a FrozenTrial."""
+    study = optuna.create_study(pruner=LSHPruner(reference={1: [0.0]}))
+    t = study.ask()
+    report_spectrum(t, [0.1], 1)
+    assert not t.should_prune()
+    assert decisions(t) == decisions(study.trials[0]) and decisions(t)[0]["kept"]
+
+
+def test_maximize_study_reports_minus_the_distance():
+    """In a maximize study the intermediate value is -distance (TPE ranks a pruned trial's
+    last value by the study's direction: nearer the dense model must rank better); the
+    decisions are the same."""
+    ref = {1: [0.0, -1.0]}
+    study = optuna.create_study(direction="maximize", pruner=LSHPruner(1, 1, "raw", reference=ref))
+    a, b, c = study.ask(), study.ask(), study.ask()
+    assert report_spectrum(a, [0.3, -1.0], 1) == pytest.approx(-0.3)
+    assert report_spectrum(b, [0.1, -1.0], 1) == pytest.approx(-0.1)
+    assert report_spectrum(c, [math.nan, -1.0], 1) == -math.inf
+    assert [t.should_prune() for t in (a, b, c)] == [False, False, True]
+    assert decisions(a)[0]["distance"] == pytest.approx(0.3)
+    assert study.trials[1].intermediate_values == {1: pytest.approx(-0.1)}
+
+
 def test_errors():
     with pytest.raises(ConfigError, match="SuccessiveHalvingPruner"):
         LSHPruner(distance="loss")

@@ -15,17 +15,28 @@
 Semantics. Epochs count from 1 (the spectrum after epoch e is reported at step e). The
 rungs are the epochs e0, e0 + ei, e0 + 2 ei, ... (n_rungs of them, or unlimited). When a trial
 calls should_prune() with its spectrum of a rung epoch E reported, the pruner judges it there:
-its competitors are every trial of the study (the trial itself included, any state:
-running, pruned, complete) that has reported a spectrum at E; the distance of each to the
-dense reference at E is lshx.search.lsh.distances (pca2: one 2-D PCA fitted on the
+its competitors are the trials of the study (the trial itself included, any state: running,
+pruned, complete, failed) that have reported a spectrum at E, except those it judged pruned
+at an earlier rung (LSH never compares an eliminated candidate again); the distance of each
+to the dense reference at E is lshx.search.lsh.distances (pca2: one 2-D PCA fitted on the
 reference's and the competitors' trajectories, epochs 1..E; raw: L2 of the spectra; a
 non-finite spectrum is +inf); the trial is kept when it is among the ceil(m/2) nearest of
-the m competitors (ties to the lower trial number), else pruned. The decision is recorded in
-the trial's system attrs ("lshx:rung:<r>") and never revisited. A rung the trial passed
-without calling should_prune() at that epoch is not judged (that is how LSH's inserted
-candidates catch up without a comparison). When the reference has no spectrum at E yet
-(a dense model training alongside), the decision waits: the next should_prune() call
-judges it with the spectra recorded at E.
+the m competitors (ties to the lower trial number), else pruned; a trial at +inf is pruned
+unless the +inf trials are more than half of m >= 2 competitors (then the ranking decides:
+in a synchronised round that is LSH's own rule; the difference is a diverged trial alone at
+its rung, which LSH's ranking would keep). The decision is recorded in the trial's system
+attrs ("lshx:rung:<r>") and never revisited. A rung the trial passed without calling
+should_prune() at that epoch is not judged (that is how LSH's inserted candidates catch up
+without a comparison). A static reference must hold every rung epoch (pca2: every epoch
+1..E), else ConfigError; when a study's reference (report_reference) lacks it yet (a dense
+model training alongside), the decision waits: the next should_prune() call judges it with
+the spectra recorded at E.
+
+Competitors differ from LSH's round in two ways the pruner cannot see: a trial pruned at
+rung r still competes at rung r for the trials that arrive later (as in ASHA; it leaves
+only the later rungs), and a trial whose objective raised (FAIL) before reporting epoch E
+is absent at E, where LSH would count a diverged candidate as +inf (report a non-finite
+spectrum and raise TrialPruned instead to keep LSH's count).
 
 Against Optuna's SuccessiveHalvingPruner (asynchronous successive halving) with
 reduction_factor 2: the same rule "promote the top 1/eta of what reached the rung so far",
@@ -36,11 +47,19 @@ by ei epochs from e0, not geometrically. As with ASHA, asynchronous decisions de
 arrival order: an early trial faces few competitors. When all the trials of a round report
 their rung epoch before any of them asks (ask/tell, or a synchronised batch), every
 decision is made on the same m spectra and the pruned set is exactly LSH's elimination of
-that round. Insertion comes from the sampler: each pruned trial frees a slot, and
-study.optimize asks the sampler (TPE) for a new trial; TPE ranks pruned trials by the
-last step they reached, then by their last reported value, which report_spectrum sets to
-the raw L2 distance to the reference (stable across trials; NaN while the reference lacks
-the epoch, which TPE ranks last).
+that round.
+
+Insertion comes from the sampler: each pruned trial frees a slot, and study.optimize asks
+the sampler (TPE) for a new trial. What TPE learns from is not LSH's history: its "below"
+(good) set, gamma(n) trials (by default min(ceil(0.1 n), 25)), is filled first with
+COMPLETE trials ranked by the objective; pruned trials only fill the places left (when
+fewer trials have completed), ranked by (-last step reached, last intermediate value); the
+rest are "above" (running trials too, with constant_liar). The
+intermediate value is what report_spectrum reports: the raw L2 distance to the reference
+at that epoch (NaN while the reference lacks the epoch, ranked last), even when the pruner
+decides on pca2, so the order TPE sees among pruned trials of one step need not be the
+pruner's. In a maximize study report_spectrum reports -distance, so that nearer the dense
+model still ranks better.
 """
 from __future__ import annotations
 
@@ -103,7 +122,9 @@ def report_spectrum(trial: "optuna.Trial", spectrum, epoch: int) -> float:
     """Records a trial's spectrum after `epoch` (one call per epoch, before should_prune) and
     reports, as the intermediate value at step `epoch`, its raw L2 distance to the
     reference at that epoch (+inf for a non-finite spectrum, NaN while the reference lacks
-    the epoch). Returns the reported value."""
+    the epoch), negated in a maximize study (-distance, -inf: TPE ranks a pruned trial's
+    last value by the study's direction, and nearer the dense model must rank better). The
+    pruner decides on the spectra, not on this value. Returns the reported value."""
     epoch = int(epoch)
     if epoch < 1:
         raise ConfigError(f"epochs count from 1 (the spectrum after epoch e), got {epoch}")
@@ -120,6 +141,9 @@ def report_spectrum(trial: "optuna.Trial", spectrum, epoch: int) -> float:
         if len(ref) != len(vals):
             raise ConfigError(f"spectrum of {len(vals)} exponents, the reference has {len(ref)}")
         value = math.sqrt(sum((a - b) ** 2 for a, b in zip(vals, ref)))
+    directions = trial.study.directions
+    if len(directions) == 1 and directions[0] == optuna.study.StudyDirection.MAXIMIZE:
+        value = -value
     trial.report(value, epoch)
     return value
 
@@ -129,7 +153,9 @@ class LSHPruner(BasePruner):
 
     e0, ei: the first rung epoch and the spacing; distance: "pca2" (default) or "raw" (or any
     spectrum distance lshx.search.lsh.distances knows); reference: the dense model's spectra
-    {epoch: spectrum}, or None to read them from the study (report_reference); n_rungs: the
+    {epoch: spectrum}, with every rung epoch E the trials reach (pca2: every epoch 1..E;
+    checked at construction when n_rungs is given, else when a trial reaches the rung:
+    ConfigError), or None to read them from the study (report_reference); n_rungs: the
     number of elimination rounds (None: every e0 + r ei).
     """
 
@@ -154,6 +180,9 @@ class LSHPruner(BasePruner):
                 if vals is None:
                     raise ConfigError(f"the reference spectrum at epoch {e} is not finite")
                 self.reference[int(e)] = vals
+            if n_rungs is not None:
+                for r in range(n_rungs):
+                    self._check_reference(self.reference, self.rung_epoch(r))
 
     # ---------------------------------------------------------------- rungs
     def rung_of(self, epoch: int) -> Optional[int]:
@@ -169,20 +198,36 @@ class LSHPruner(BasePruner):
     def reference_at(self, study: "optuna.Study") -> Dict[int, List[float]]:
         return self.reference if self.reference is not None else reference_spectra(study)
 
+    def _check_reference(self, ref: Mapping[int, List[float]], epoch: int) -> bool:
+        """Whether `ref` has what a decision at `epoch` needs: the spectrum at `epoch` (raw),
+        every epoch 1..epoch (pca2, pca2-pair: the PCA is fitted on the trajectories). A
+        static reference without it is a ConfigError (the rung could never be judged); a
+        study's reference (report_reference) may still get it: False, the decision waits."""
+        need = [epoch] if self.distance == "raw" else list(range(1, epoch + 1))
+        missing = [e for e in need if e not in ref]
+        if missing and self.reference is not None:
+            why = "" if self.distance == "raw" else f" ({self.distance} fits its PCA on epochs 1..{epoch})"
+            raise ConfigError(f"the reference has no spectrum at epoch {', '.join(map(str, missing))}, needed "
+                              f"by the rung at epoch {epoch}{why}: give the dense model's spectrum after every "
+                              "epoch up to the last rung")
+        return not missing
+
     # ---------------------------------------------------------------- distances
     def distances(self, study: "optuna.Study", epoch: int, trials=None) -> Dict[int, float]:
         """{trial number: distance to the reference at `epoch`} over the competitors there:
-        every trial with a spectrum reported at `epoch`. Empty when the reference lacks it."""
+        every trial with a spectrum reported at `epoch`, except those judged pruned at an
+        earlier rung. Empty while a study's reference lacks what the distance needs."""
         from lshx.search.lsh import distances
 
         ref = self.reference_at(study)
-        if epoch not in ref:
+        if not self._check_reference(ref, epoch):
             return {}
         trials = study.get_trials(deepcopy=False) if trials is None else trials
+        rung = self.rung_of(epoch)
         cands: Dict[int, Dict[int, dict]] = {}
         for t in trials:
             sp = spectra(t)
-            if epoch in sp:
+            if epoch in sp and not _pruned_before(t, rung):
                 cands[t.number] = {e: {"spectrum": s, "diverged": s is None} for e, s in sp.items()}
         dense = {e: {"spectrum": s, "diverged": False} for e, s in ref.items()}
         return distances(self.distance, dense, cands, epoch, sorted(cands)) if cands else {}
@@ -203,11 +248,15 @@ class LSHPruner(BasePruner):
             epoch = self.rung_epoch(r)
             dist = self.distances(study, epoch)
             if not dist:
-                return False  # the reference has not reached this epoch: decide later
+                continue  # the study's reference has not reached this epoch: decided at a later call
             order = sorted(dist, key=lambda n: (dist[n], n))
             m = len(order)
-            kept = trial.number in order[:math.ceil(m / 2)]
             d = dist[trial.number]
+            diverged = sum(1 for v in dist.values() if v == math.inf)
+            if d == math.inf and not (m > 1 and 2 * diverged > m):
+                kept = False  # diverged, and the diverged are not most of m >= 2: pruned (alone too)
+            else:
+                kept = trial.number in order[:math.ceil(m / 2)]
             decision = {"epoch": epoch, "distance": d if math.isfinite(d) else None, "competitors": m,
                         "rank": order.index(trial.number) + 1, "kept": kept}
             study._storage.set_trial_system_attr(trial._trial_id, RUNG_KEY.format(r), decision)
@@ -218,7 +267,20 @@ class LSHPruner(BasePruner):
 
 def decisions(trial) -> Dict[int, dict]:
     """The pruner's decisions on a trial (Trial or FrozenTrial), by rung: epoch, distance
-    (None for +inf), competitors, rank and kept; "pending" while waiting for the reference."""
+    (None for +inf), competitors, rank and kept; "pending" while waiting for the reference.
+    A live optuna.Trial (Optuna 5 gives it no system_attrs) is read through its study's
+    storage."""
     head = RUNG_KEY.format("")
-    return {int(k[len(head):]): v for k, v in trial.system_attrs.items() if k.startswith(head)}
+    if isinstance(trial, optuna.Trial):
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    else:
+        attrs = trial.system_attrs
+    return {int(k[len(head):]): v for k, v in attrs.items() if k.startswith(head)}
+
+
+def _pruned_before(trial, rung: Optional[int]) -> bool:
+    """Whether the pruner judged `trial` pruned at a rung before `rung`."""
+    if rung is None:
+        return False
+    return any(isinstance(v, dict) and not v["kept"] and r < rung for r, v in decisions(trial).items())
 
