@@ -1,7 +1,7 @@
 """Measures docs/dst.md: dense against density 0.33 with each death mode, small preset.
 
-Runs `lshx train ... --json` for each row (2 at a time, one thread each) and prints the
-markdown table with the commands. Usage: python scripts/dst_table.py [--epochs 3]
+Runs `lshx train ... --json` for each row (2 at a time, one thread each, under nice) and
+prints the markdown table with the commands. Usage: python scripts/dst_table.py [--epochs 3]
 """
 import argparse
 import json
@@ -10,15 +10,14 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-ROWS = [("dense", ["--density", "1.0"])] + [
-    (f"0.33, {d}", ["--density", "0.33", "--death", d]) for d in ("magnitude", "SET", "threshold", "global_magnitude")
-]
+DEATHS = ("magnitude", "SET", "threshold", "global_magnitude", "SET-original")
+ROWS = [("dense", ["--density", "1.0"])] + [(f"0.33, {d}", ["--density", "0.33", "--death", d]) for d in DEATHS]
 
 
 def run(row, epochs, out_root):
     name, extra = row
     out = os.path.join(out_root, name.replace(", ", "-").replace(".", ""))
-    cmd = ["lshx", "train", "ptb-lstm", "--preset", "small", "--epochs", str(epochs), "--out", out, "--json",
+    cmd = ["nice", "lshx", "train", "ptb-lstm", "--preset", "small", "--epochs", str(epochs), "--out", out, "--json",
            "--quiet", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
