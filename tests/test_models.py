@@ -114,6 +114,7 @@ def test_rhn_one_hidden_dropout_mask_for_all_micro_steps(monkeypatch):
 
     monkeypatch.setattr(RHN, "micro_step", spy)
     m = RHNLM(40, hidden_size=16, depth=4, dropout_hidden=0.5)
+    m.rnn.fused = False  # the per-step loop (the reference path) calls micro_step
     m.train()
     m(torch.randint(0, 40, (3, 5)))
     assert len(seen) == 12 and seen[0] is not None
