@@ -55,6 +55,17 @@ TORCH_LIBRARY(lshx, m) {
   // xproj (T, B, 4H) holds x_t @ W_ih^T + both biases. Returns (out (T, B, H), h_T, c_T).
   m.def("lstm_recurrence(Tensor xproj, Tensor h0, Tensor c0, Tensor crow, Tensor col, Tensor val)"
         " -> (Tensor, Tensor, Tensor)");
+  // The RHN's highway recurrence (coupled gates, carry 1 - t), all T steps x D micro-steps, for
+  // training: xp (T, B, 2H) = x @ W_ih^T + b_ih enters the first micro-step; weights[d] (2H, H)
+  // (already masked, or exactly zero off their masks) and biases[d] (2H); s0 (B, H); drop (B, H)
+  // the hidden-dropout mask shared by every micro-step, applied to the state entering each GEMM.
+  // Returns (out (T, B, H), s_T, states (D, T, B, H): the state entering every micro-step,
+  // gates (D, T, B, 2H): tanh and sigmoid of every micro-step), the last two for the backward.
+  m.def("rhn_recurrence(Tensor xp, Tensor s0, Tensor[] weights, Tensor[] biases, Tensor? drop)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
+  // Its backward: (grad_xp, grad_s0, dense grad of each weight, grad of each bias).
+  m.def("rhn_recurrence_backward(Tensor grad_out, Tensor grad_s, Tensor[] weights, Tensor? drop, Tensor states,"
+        " Tensor gates) -> (Tensor, Tensor, Tensor[], Tensor[])");
   m.def("cuda_version() -> int", &cuda_version);
 }
 

@@ -1,0 +1,224 @@
+// The RHN's highway recurrence, all T steps x D micro-steps in one call, forward and backward
+// (lshx/models/rhn.py; the op the fused training path calls instead of the per-step loop).
+//
+// Micro-step d at step t, state s (B, H) entering it, shared hidden-dropout mask m (or none):
+//   pre = (s * m) @ W_d^T + b_d (+ xp_t when d = 0)      W_d (2H, H), b_d (2H), xp (T, B, 2H)
+//   h = tanh(pre[:, :H]), g = sigmoid(pre[:, H:]),   s' = h * g + s * (1 - g)   (carry 1 - g)
+// The forward saves the state entering every micro-step, states (D, T, B, H), and the activated
+// gates [h, g], gates (D, T, B, 2H); out (T, B, H) is the state after the last micro-step of
+// each step. The backward walks the micro-steps in reverse with one GEMM each (the state
+// gradient through W_d), keeping every pre-activation gradient, then gets each weight
+// gradient from one (2H x T*B) @ (T*B x H) GEMM per depth and the bias gradient by a sum.
+//
+// The weight gradients are the dense ones (masked_weight's straight-through gradient): the
+// caller passes W * M (or a W known to be zero off M) and gets d/d(W * M).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../rhn_checks.h"
+#include "../utils.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace lshx {
+
+namespace {
+
+// Elementwise work of one micro-step is B*H entries: split across threads only above ATen's
+// own grain size (below it the thread hand-off costs more than the loop).
+constexpr int64_t kGrain = 32768;
+
+// The micro-steps' GEMMs are sequential and, at the small preset, tiny (B = 10, H = 200:
+// 1.6 MFLOP, ~60 us on one core here). MKL splits even these across threads: with 2 threads on
+// this shared machine each took ~6x longer in wall time (725 us against 125 us, measured
+// 2026-11-28). Below kSerialGemmFlops the per-step GEMMs run on the calling thread alone
+// (omp_set_num_threads is per thread: MKL's OpenMP layer and at::parallel_for read it); the
+// paper's (B = 20, H = 830: 55 MFLOP) keep the intra-op threads, as do the per-depth weight-
+// gradient GEMMs.
+constexpr double kSerialGemmFlops = 8e6;
+
+class SerialGemms {
+ public:
+  explicit SerialGemms(double flops) {
+#ifdef _OPENMP
+    if (flops < kSerialGemmFlops && !omp_in_parallel()) {
+      saved_ = omp_get_max_threads();
+      if (saved_ > 1) omp_set_num_threads(1);
+    }
+#endif
+  }
+  ~SerialGemms() {
+#ifdef _OPENMP
+    if (saved_ > 1) omp_set_num_threads(saved_);
+#endif
+  }
+  SerialGemms(const SerialGemms&) = delete;
+  SerialGemms& operator=(const SerialGemms&) = delete;
+
+ private:
+  int saved_ = 0;
+};
+
+// One forward micro-step's state update from its activated gates [h, g] (B, 2H): writes the
+// new state to s_next (and s_out), and s_next * drop to sin_next (the next GEMM's input) when
+// there is a dropout mask. (tanh and sigmoid run before it as ATen's kernels, MKL's vector
+// tanh and Sleef's exp: libm's scalar tanhf in this loop took ~30% of the forward, by perf.)
+template <typename scalar_t>
+void forward_state(const scalar_t* gates, const scalar_t* sprev, const scalar_t* drop, scalar_t* s_next,
+                   scalar_t* s_out, scalar_t* sin_next, int64_t B, int64_t H) {
+  at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / H, j = i - b * H, r = b * 2 * H;
+      const scalar_t h = gates[r + j], g = gates[r + H + j];
+      const scalar_t sn = h * g + sprev[i] * (scalar_t(1) - g);
+      s_next[i] = sn;
+      if (s_out) s_out[i] = sn;
+      if (sin_next) sin_next[i] = sn * drop[i];
+    }
+  });
+}
+
+// One backward micro-step: the gradient G of its output state is carry (+ drop * tmp, the
+// gradient through the next micro-step's W, when tmp is given) (+ gadd, the gradient of a
+// model output at this state); writes the pre-activation gradient gpre (B, 2H) and
+// carry = G * (1 - g), the part of the input state's gradient that skips W_d.
+template <typename scalar_t>
+void backward_gates(scalar_t* carry, const scalar_t* tmp, const scalar_t* drop, const scalar_t* gadd,
+                    const scalar_t* gates, const scalar_t* sprev, scalar_t* gpre, int64_t B, int64_t H) {
+  at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / H, j = i - b * H, r = b * 2 * H;
+      scalar_t G = carry[i];
+      if (tmp) G += drop ? drop[i] * tmp[i] : tmp[i];
+      if (gadd) G += gadd[i];
+      const scalar_t h = gates[r + j], g = gates[r + H + j];
+      gpre[r + j] = G * g * (scalar_t(1) - h * h);
+      gpre[r + H + j] = G * (h - sprev[i]) * g * (scalar_t(1) - g);
+      carry[i] = G * (scalar_t(1) - g);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_recurrence_cpu(
+    const at::Tensor& xp_, const at::Tensor& s0_, at::TensorList weights, at::TensorList biases,
+    const c10::optional<at::Tensor>& drop_) {
+  LSHX_CHECK_CPU(xp_);
+  check_rhn_inputs(xp_, s0_, weights, biases, drop_, "rhn_recurrence");
+  const int64_t T = xp_.size(0), B = xp_.size(1), H = s0_.size(1), D = static_cast<int64_t>(weights.size());
+  const bool has_drop = drop_.has_value() && drop_->defined();
+  auto xp = xp_.contiguous(), s0 = s0_.contiguous();
+  auto drop = has_drop ? drop_->contiguous() : at::Tensor();
+  auto opts = xp.options();
+  std::vector<at::Tensor> wt(D), bias(D);
+  for (int64_t d = 0; d < D; ++d) {
+    wt[d] = weights[d].t().contiguous();  // (H, 2H): s_in @ wt is a plain row-major GEMM
+    bias[d] = biases[d].contiguous();
+  }
+  auto states = at::empty({D, T, B, H}, opts), gates = at::empty({D, T, B, 2 * H}, opts);
+  auto out = at::empty({T, B, H}, opts);
+  if (T == 0) return {out, s0.clone(), states, gates};
+  auto pre = at::empty({B, 2 * H}, opts);
+  auto xpb = xp + bias[0];  // the first micro-step adds both biases
+  auto sin = has_drop ? s0 * drop : at::Tensor();  // the GEMM input s * drop
+  states[0][0].copy_(s0);
+  SerialGemms serial(2.0 * B * H * 2 * H);
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "rhn_recurrence_cpu", [&] {
+    scalar_t* S = states.data_ptr<scalar_t>();
+    scalar_t* G = gates.data_ptr<scalar_t>();
+    scalar_t* O = out.data_ptr<scalar_t>();
+    const scalar_t* M = has_drop ? drop.data_ptr<scalar_t>() : nullptr;
+    const int64_t n = B * H;
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t k = d * T + t;  // (d, t) slot of states / gates
+        auto sp = states[d][t];
+        at::addmm_out(pre, d == 0 ? xpb[t] : bias[d], has_drop ? sin : sp, wt[d]);
+        auto gk = gates[d][t];
+        auto gh = gk.narrow(1, 0, H), gg = gk.narrow(1, H, H);
+        at::tanh_out(gh, pre.narrow(1, 0, H));
+        at::sigmoid_out(gg, pre.narrow(1, H, H));
+        // the new state goes to the slot of the next micro-step and, after the last, to out[t]
+        scalar_t* next = nullptr;
+        scalar_t* s_out = nullptr;
+        if (d + 1 < D) {
+          next = S + ((d + 1) * T + t) * n;
+        } else {
+          s_out = O + t * n;
+          next = t + 1 < T ? S + (t + 1) * n : s_out;  // states[0][t + 1]
+          if (next == s_out) s_out = nullptr;
+        }
+        const bool last = d + 1 == D && t + 1 == T;
+        forward_state<scalar_t>(G + k * 2 * n, S + k * n, M, next, s_out,
+                                has_drop && !last ? sin.data_ptr<scalar_t>() : nullptr, B, H);
+      }
+    }
+  });
+  return {out, out[T - 1].clone(), states, gates};
+}
+
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> rhn_recurrence_backward_cpu(
+    const at::Tensor& grad_out_, const at::Tensor& grad_s_, at::TensorList weights,
+    const c10::optional<at::Tensor>& drop_, const at::Tensor& states_, const at::Tensor& gates_) {
+  LSHX_CHECK_CPU(states_);
+  check_rhn_backward_inputs(grad_out_, grad_s_, weights, drop_, states_, gates_);
+  const int64_t D = states_.size(0), T = states_.size(1), B = states_.size(2), H = states_.size(3);
+  const bool has_drop = drop_.has_value() && drop_->defined();
+  auto states = states_.contiguous(), gates = gates_.contiguous();
+  auto grad_out = grad_out_.contiguous();
+  auto drop = has_drop ? drop_->contiguous() : at::Tensor();
+  auto opts = states.options();
+  std::vector<at::Tensor> w(D), gpre(D), gw(D), gb(D);
+  for (int64_t d = 0; d < D; ++d) {
+    w[d] = weights[d].contiguous();
+    gpre[d] = at::empty({T, B, 2 * H}, opts);
+  }
+  auto carry = (grad_s_ + (T > 0 ? grad_out[T - 1] : at::zeros_like(grad_s_))).contiguous();
+  auto tmp = at::empty({B, H}, opts);
+  if (T > 0) {
+    SerialGemms serial(2.0 * B * H * 2 * H);
+    AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "rhn_recurrence_backward_cpu", [&] {
+      const scalar_t* S = states.data_ptr<scalar_t>();
+      const scalar_t* Gt = gates.data_ptr<scalar_t>();
+      const scalar_t* GO = grad_out.data_ptr<scalar_t>();
+      const scalar_t* M = has_drop ? drop.data_ptr<scalar_t>() : nullptr;
+      scalar_t* C = carry.data_ptr<scalar_t>();
+      const int64_t n = B * H;
+      bool first = true;
+      for (int64_t t = T - 1; t >= 0; --t) {
+        for (int64_t d = D - 1; d >= 0; --d) {
+          const int64_t k = d * T + t;
+          const scalar_t* gadd = (d == D - 1 && t < T - 1) ? GO + t * n : nullptr;
+          scalar_t* gp = gpre[d].data_ptr<scalar_t>() + t * 2 * n;
+          backward_gates<scalar_t>(C, first ? nullptr : tmp.data_ptr<scalar_t>(), M, gadd, Gt + k * 2 * n, S + k * n,
+                                   gp, B, H);
+          first = false;
+          at::mm_out(tmp, gpre[d][t], w[d]);  // the state gradient through W_d
+        }
+      }
+    });
+    // the gradient of s0: what skips W_0 plus what goes through it
+    carry = has_drop ? carry.add_(tmp * drop) : carry.add_(tmp);
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    auto g2 = gpre[d].view({T * B, 2 * H});
+    auto sd = has_drop ? states[d] * drop : states[d];
+    gw[d] = at::mm(g2.t(), sd.reshape({T * B, H}));
+    gb[d] = g2.sum(0);
+  }
+  return {gpre[0], carry, gw, gb};
+}
+
+TORCH_LIBRARY_IMPL(lshx, CPU, m) {
+  m.impl("rhn_recurrence", &rhn_recurrence_cpu);
+  m.impl("rhn_recurrence_backward", &rhn_recurrence_backward_cpu);
+}
+
+}  // namespace lshx
