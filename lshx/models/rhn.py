@@ -1,7 +1,7 @@
 """Recurrent Highway Network LM (Zilly et al. 2017) with coupled gates, as Selfish-RNN trains it."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Collection, Optional
 
 import torch
 from torch import nn
@@ -29,6 +29,10 @@ class RHN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, depth: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.depth = input_size, hidden_size, depth
+        # True: all T x depth micro-steps in one op (ops.rhn_recurrence: a native forward and a
+        # hand-written backward, CPU and CUDA); False: the per-step Python loop, kept as the
+        # reference (and what step() and the Lyapunov code use, one micro-step at a time).
+        self.fused = True
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(2 * H, input_size))
         self.bias_ih = nn.Parameter(torch.empty(2 * H))
@@ -55,18 +59,28 @@ class RHN(nn.Module):
         return h, t, h * t + s * (1 - t)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, masks: dict, hidden_dropout: float = 0.0,
-                training: bool = False):
+                training: bool = False, exact: Collection[str] = ()):
+        """All T steps; `exact` names the masked weights known to be zero outside their masks
+        (MaskedLM.exact_masked), which the fused path may use without masking them again.
+        The hidden-dropout mask is drawn here, once, for both paths (the same draws)."""
         xp = ops.linear(x, self.weight_ih, masks.get("weight_ih"), self.bias_ih)
-        drops = [None] * self.depth
+        drop = None
         if training and hidden_dropout > 0:  # one mask for every micro-step and timestep (Selfish-RNN)
             drop = s.new_empty(s.shape).bernoulli_(1 - hidden_dropout) / (1 - hidden_dropout)
-            drops = [drop] * self.depth
+        if self.fused:
+            weights = []
+            for d in range(self.depth):
+                name = f"weight_hh_l{d}"
+                w, m = getattr(self, name), masks.get(name)
+                weights.append(w if m is None or name in exact else ops.masked_weight(w, m))
+            biases = [getattr(self, f"bias_hh_l{d}") for d in range(self.depth)]
+            return ops.rhn_recurrence(xp, s, weights, biases, drop)
         weights = [ops.masked_weight(getattr(self, f"weight_hh_l{d}"), masks.get(f"weight_hh_l{d}"))
                    for d in range(self.depth)]  # masked once per sequence
         outs = []
         for t in range(x.size(0)):
             for d in range(self.depth):
-                _, _, s = self.micro_step(d, s, xp[t] if d == 0 else None, masks, drops[d], weights)
+                _, _, s = self.micro_step(d, s, xp[t] if d == 0 else None, masks, drop, weights)
             outs.append(s)
         return torch.stack(outs), s
 
@@ -114,7 +128,8 @@ class RHNLM(MaskedLM):
         emb = self.embed(ids)
         if self.training and self.dropout_input > 0:
             emb = emb * _locked_mask(emb, self.dropout_input)
-        out, state = self.rnn(emb, state, self._rnn_masks(), self.dropout_hidden, self.training)
+        exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
+        out, state = self.rnn(emb, state, self._rnn_masks(), self.dropout_hidden, self.training, exact)
         if self.training and self.dropout_output > 0:
             out = out * _locked_mask(out, self.dropout_output)
         return F.linear(out, self._weight(), self.decoder_bias), state
