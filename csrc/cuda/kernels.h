@@ -40,5 +40,21 @@ cudaError_t lstm_persistent(const float* xproj, const int64_t* crow_host, const 
 cudaError_t householder_qr(float* a, float* tau, float* q, float* logr, int64_t K, int64_t N, int64_t k,
                            cudaStream_t stream);
 
+// One forward micro-step of the RHN recurrence after its GEMM pre = s_in @ W_d^T (B x 2H):
+// adds bias (2H) and xp_t (B x 2H, null after the first micro-step), writes the activated
+// gates [tanh, sigmoid] (B x 2H), the new state h*g + sprev*(1-g) to s_next (and s_out unless
+// null), and s_next * drop to sin_next unless null (the next GEMM's input).
+cudaError_t rhn_forward_step(const float* pre, const float* xp_t, const float* bias, const float* sprev,
+                             const float* drop, float* gates, float* s_next, float* s_out, float* sin_next,
+                             int64_t B, int64_t H, cudaStream_t stream);
+
+// One backward micro-step: G = carry + drop*tmp (tmp: the state gradient through the next
+// micro-step's W, null for the first one walked; drop null: no dropout) + gadd (null or an
+// output's gradient); writes gpre (B x 2H), the gradient of the pre-activations, and
+// carry = G * (1 - g) in place.
+cudaError_t rhn_backward_step(float* carry, const float* tmp, const float* drop, const float* gadd,
+                              const float* gates, const float* sprev, float* gpre, int64_t B, int64_t H,
+                              cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace lshx
