@@ -1,57 +1,141 @@
 """The run DB: one SQLite file (WAL) holding searches, candidates, per-epoch evaluations
-(validation perplexity, spectrum, checkpoint) and every round's decisions.
+(validation perplexity, spectrum, checkpoint), every round's decisions and the leases of
+the searches running now (one owner per search, lshx.search.lease).
 
 Evaluations are keyed by (eval key, seed, epoch), the eval key hashing everything that
 determines them (training and LS settings), so they are idempotent and several searches
 under different names share them.
+
+Every connection waits up to BUSY_TIMEOUT_S on a busy DB instead of failing. A file that
+is not a run DB (not SQLite, or SQLite with other tables), or one that a newer lshx wrote,
+is refused with an LshxError (one line, exit 2 in the CLI) and left as it was: nothing
+is written into it, not even the WAL switch.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS searches (
-  name TEXT PRIMARY KEY, task TEXT, args TEXT, created REAL, status TEXT, result TEXT);
-CREATE TABLE IF NOT EXISTS candidates (
-  search TEXT, cid INTEGER, config TEXT, config_hash TEXT, eval_key TEXT, origin TEXT,
-  round INTEGER, status TEXT, ckpt_dir TEXT, PRIMARY KEY (search, cid));
-CREATE TABLE IF NOT EXISTS evals (
-  eval_key TEXT, seed INTEGER, epoch INTEGER, val_ppl REAL, spectrum TEXT, diverged INTEGER,
-  seconds REAL, ckpt TEXT, created REAL, PRIMARY KEY (eval_key, seed, epoch));
-CREATE TABLE IF NOT EXISTS tests (
-  eval_key TEXT, seed INTEGER, test_ppl REAL, PRIMARY KEY (eval_key, seed));
-CREATE TABLE IF NOT EXISTS rounds (
-  search TEXT, round INTEGER, epoch INTEGER, alive TEXT, eliminated TEXT, inserted TEXT,
-  distances TEXT, PRIMARY KEY (search, round));
-"""
+from lshx.errors import LshxError
+
+# PRAGMA user_version of the DBs this lshx writes: 0 = written before the version was recorded
+# (read and migrated), 2 = with the leases table. A DB of a higher version is refused.
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_S = float(os.environ.get("LSHX_DB_TIMEOUT", "60"))
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+TABLES = {
+    "searches": "name TEXT PRIMARY KEY, task TEXT, args TEXT, created REAL, status TEXT, result TEXT",
+    "candidates": "search TEXT, cid INTEGER, config TEXT, config_hash TEXT, eval_key TEXT, origin TEXT, "
+                  "round INTEGER, status TEXT, ckpt_dir TEXT, PRIMARY KEY (search, cid)",
+    "evals": "eval_key TEXT, seed INTEGER, epoch INTEGER, val_ppl REAL, spectrum TEXT, diverged INTEGER, "
+             "seconds REAL, ckpt TEXT, created REAL, train_loss REAL, extra TEXT, PRIMARY KEY (eval_key, seed, epoch)",
+    "tests": "eval_key TEXT, seed INTEGER, test_ppl REAL, PRIMARY KEY (eval_key, seed)",
+    "rounds": "search TEXT, round INTEGER, epoch INTEGER, alive TEXT, eliminated TEXT, inserted TEXT, "
+              "distances TEXT, PRIMARY KEY (search, round)",
+    "leases": "search TEXT PRIMARY KEY, host TEXT, pid INTEGER, heartbeat REAL, token TEXT, started REAL",
+}
+# the columns this lshx reads in each table; those added since the first schema are added to
+# an older DB (NULL) instead
+ADDED = {"evals": (("train_loss", "REAL"), ("extra", "TEXT"))}
+
+
+def _columns(spec: str) -> List[str]:
+    return [part.split()[0] for part in spec.split(", PRIMARY KEY")[0].split(", ")]
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection that waits on a busy DB (autocommit; BEGIN IMMEDIATE where needed)."""
+    return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
 
 
 class RunDB:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._check_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self._set_wal()
+        try:
+            self.conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise LshxError(f"cannot open the run DB {self.path}: {exc}") from None
+        try:
+            if not self._schema_ok():  # a new DB, or one an older lshx wrote
+                self._set_wal()
+                self._create_or_migrate()
+            else:
+                self._set_wal()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
+        except BaseException:
+            self.conn.close()
+            raise
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
-        self._migrate()
 
-    def _migrate(self) -> None:
-        """Columns added since the first schema: a DB written before gets them (NULL)."""
-        have = {r[1] for r in self.conn.execute("PRAGMA table_info(evals)")}
-        for col, kind in (("train_loss", "REAL"), ("extra", "TEXT")):
-            if col not in have:
-                self.conn.execute(f"ALTER TABLE evals ADD COLUMN {col} {kind}")
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise LshxError(f"the run DB {self.path} is a directory")
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            try:
+                with open(self.path, "rb") as f:
+                    head = f.read(len(SQLITE_MAGIC))
+            except OSError as exc:
+                raise LshxError(f"cannot read the run DB {self.path}: {exc.strerror}") from None
+            if head != SQLITE_MAGIC:
+                raise LshxError(f"{self.path} is not a run DB (not an SQLite file)")
 
-    def _set_wal(self, wait_s: float = 60.0) -> None:
+    def _schema_ok(self) -> bool:
+        """Checks what is there without writing: False when tables or columns must be added
+        (a new DB, an older run DB); an LshxError when the file is not a run DB this lshx can
+        read."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > SCHEMA_VERSION:
+            raise LshxError(f"the run DB {self.path} was written by a newer lshx (schema version {version}; this "
+                            f"lshx reads up to {SCHEMA_VERSION}): upgrade lshx")
+        if tables and "searches" not in tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise LshxError(f"{self.path} is an SQLite file but not a run DB (its tables: {shown})")
+        complete = True
+        for table, spec in TABLES.items():
+            if table not in tables:
+                complete = False
+                continue
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            added = {c for c, _ in ADDED.get(table, ())}
+            missing = [c for c in _columns(spec) if c not in have and c not in added]
+            if missing:
+                raise LshxError(f"the run DB {self.path} cannot be read by this lshx: its table {table} lacks "
+                                f"{', '.join(missing)} (another lshx version wrote it)")
+            if added - have:
+                complete = False
+        return complete and version == SCHEMA_VERSION
+
+    def _create_or_migrate(self) -> None:
+        """Creates the missing tables and columns, in one transaction: two processes opening a
+        new DB at the same moment do it one after the other (the second finds it done)."""
+        with self.transaction():
+            self._schema_ok()  # again, under the write lock: another process may have done it
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            for table, spec in TABLES.items():
+                if table not in tables:
+                    self.conn.execute(f"CREATE TABLE {table} ({spec})")
+            for table, cols in ADDED.items():
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                for col, kind in cols:
+                    if col not in have:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _set_wal(self, wait_s: Optional[float] = None) -> None:
         """Switches to WAL. Changing the journal mode ignores SQLite's busy timeout, so a
         second process opening a new DB at the same moment got 'database is locked': retry."""
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + (BUSY_TIMEOUT_S if wait_s is None else wait_s)
         while True:
             try:
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -146,6 +230,24 @@ class RunDB:
         return [{"round": r[0], "epoch": r[1], "alive": json.loads(r[2]), "eliminated": json.loads(r[3]),
                  "inserted": json.loads(r[4]), "distances": {int(k): v for k, v in json.loads(r[5]).items()}}
                 for r in rows]
+
+    # ----------------------------------------------------------------- leases (lshx.search.lease)
+    def get_lease(self, search: str) -> Optional[dict]:
+        row = self.conn.execute("SELECT host, pid, heartbeat, token, started FROM leases WHERE search=?",
+                                (search,)).fetchone()
+        return None if row is None else {"search": search, "host": row[0], "pid": row[1], "heartbeat": row[2],
+                                         "token": row[3], "started": row[4]}
+
+    def put_lease(self, search: str, host: str, pid: int, token: str, now: float) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)", (search, host, pid, now, token, now))
+
+    def beat_lease(self, search: str, token: str, now: float) -> bool:
+        """Renews the lease; False when it is no longer this token's (taken over)."""
+        cur = self.conn.execute("UPDATE leases SET heartbeat=? WHERE search=? AND token=?", (now, search, token))
+        return cur.rowcount == 1
+
+    def drop_lease(self, search: str, token: str) -> None:
+        self.conn.execute("DELETE FROM leases WHERE search=? AND token=?", (search, token))
 
 
 class MemoryRunDB:
