@@ -411,3 +411,20 @@ def test_rhn_recurrence_fallback_equals_the_native_op(monkeypatch):
     gf = torch.autograd.grad(fallback[0].sum() + fallback[1].square().sum(), [xp, s0, *ws, *bs])
     for a, b in zip(native + gn, fallback + gf):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_rhn_recurrence_restores_the_thread_counts():
+    """Small recurrences run on the calling thread (OpenMP's and MKL's per-thread counts set to
+    1 inside the op); both counts are back afterwards, forward and backward."""
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        before = torch.__config__.parallel_info()
+        assert "mkl_get_max_threads() : 2" in before or "mkl_get_max_threads" not in before
+        xp, s0, ws, bs, m = _rhn_inputs()
+        out, s = ops.rhn_recurrence(xp, s0, ws, bs, m)
+        (out.sum() + s.sum()).backward()
+        assert torch.get_num_threads() == 2
+        assert torch.__config__.parallel_info() == before
+    finally:
+        torch.set_num_threads(old)

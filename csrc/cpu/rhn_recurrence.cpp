@@ -37,32 +37,49 @@ constexpr int64_t kGrain = 32768;
 // The micro-steps' GEMMs are sequential and, at the small preset, tiny (B = 10, H = 200:
 // 1.6 MFLOP, ~60 us on one core here). MKL splits even these across threads: with 2 threads on
 // this shared machine each took ~6x longer in wall time (725 us against 125 us, measured
-// 2026-11-28). Below kSerialGemmFlops the per-step GEMMs run on the calling thread alone
-// (omp_set_num_threads is per thread: MKL's OpenMP layer and at::parallel_for read it); the
-// paper's (B = 20, H = 830: 55 MFLOP) keep the intra-op threads, as do the per-depth weight-
-// gradient GEMMs.
+// 2026-11-28), the threads spinning at each GEMM's barrier. Below kSerialGemmFlops per GEMM the
+// whole op runs on the calling thread (any parallel region in it, even the weight-gradient
+// GEMMs after the loop, left a worker spinning against it: the backward took 256 ms instead
+// of 31 ms with 2 threads); the paper's (B = 20, H = 830: 55 MFLOP) keep the intra-op threads.
 constexpr double kSerialGemmFlops = 8e6;
+
+}  // namespace
+}  // namespace lshx
+
+// MKL's per-thread thread count (torch sets it in at::set_num_threads, and MKL then ignores
+// OpenMP's): weak, so a torch built without MKL still loads the extension (null there).
+extern "C" int MKL_Set_Num_Threads_Local(int nthreads) __attribute__((weak));
+
+namespace lshx {
+namespace {
 
 class SerialGemms {
  public:
   explicit SerialGemms(double flops) {
 #ifdef _OPENMP
-    if (flops < kSerialGemmFlops && !omp_in_parallel()) {
-      saved_ = omp_get_max_threads();
-      if (saved_ > 1) omp_set_num_threads(1);
+    if (flops < kSerialGemmFlops && !omp_in_parallel() && omp_get_max_threads() > 1) {
+      omp_saved_ = omp_get_max_threads();
+      omp_set_num_threads(1);  // at::parallel_for and OpenMP-threaded BLAS
+      if (MKL_Set_Num_Threads_Local) {
+        mkl_saved_ = MKL_Set_Num_Threads_Local(1);  // the previous local count, 0 = MKL's global one
+        mkl_set_ = true;
+      }
     }
 #endif
   }
   ~SerialGemms() {
 #ifdef _OPENMP
-    if (saved_ > 1) omp_set_num_threads(saved_);
+    if (mkl_set_) MKL_Set_Num_Threads_Local(mkl_saved_);
+    if (omp_saved_ > 1) omp_set_num_threads(omp_saved_);
 #endif
   }
   SerialGemms(const SerialGemms&) = delete;
   SerialGemms& operator=(const SerialGemms&) = delete;
 
  private:
-  int saved_ = 0;
+  int omp_saved_ = 0;
+  int mkl_saved_ = 0;
+  bool mkl_set_ = false;
 };
 
 // One forward micro-step's state update from its activated gates [h, g] (B, 2H): writes the
@@ -114,6 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_recurrence_cpu(
   check_rhn_inputs(xp_, s0_, weights, biases, drop_, "rhn_recurrence");
   const int64_t T = xp_.size(0), B = xp_.size(1), H = s0_.size(1), D = static_cast<int64_t>(weights.size());
   const bool has_drop = drop_.has_value() && drop_->defined();
+  SerialGemms serial(2.0 * B * H * 2 * H);  // the whole op: a parallel region before the loop costs too
   auto xp = xp_.contiguous(), s0 = s0_.contiguous();
   auto drop = has_drop ? drop_->contiguous() : at::Tensor();
   auto opts = xp.options();
@@ -129,7 +147,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_recurrence_cpu(
   auto xpb = xp + bias[0];  // the first micro-step adds both biases
   auto sin = has_drop ? s0 * drop : at::Tensor();  // the GEMM input s * drop
   states[0][0].copy_(s0);
-  SerialGemms serial(2.0 * B * H * 2 * H);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "rhn_recurrence_cpu", [&] {
     scalar_t* S = states.data_ptr<scalar_t>();
     scalar_t* G = gates.data_ptr<scalar_t>();
@@ -171,6 +188,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   check_rhn_backward_inputs(grad_out_, grad_s_, weights, drop_, states_, gates_);
   const int64_t D = states_.size(0), T = states_.size(1), B = states_.size(2), H = states_.size(3);
   const bool has_drop = drop_.has_value() && drop_->defined();
+  SerialGemms serial(2.0 * B * H * 2 * H);
   auto states = states_.contiguous(), gates = gates_.contiguous();
   auto grad_out = grad_out_.contiguous();
   auto drop = has_drop ? drop_->contiguous() : at::Tensor();
@@ -183,7 +201,6 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   auto carry = (grad_s_ + (T > 0 ? grad_out[T - 1] : at::zeros_like(grad_s_))).contiguous();
   auto tmp = at::empty({B, H}, opts);
   if (T > 0) {
-    SerialGemms serial(2.0 * B * H * 2 * H);
     AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "rhn_recurrence_backward_cpu", [&] {
       const scalar_t* S = states.data_ptr<scalar_t>();
       const scalar_t* Gt = gates.data_ptr<scalar_t>();
