@@ -31,6 +31,38 @@ def dst_overrides(**kw) -> dict:
     return {keys[k]: v for k, v in kw.items() if k in keys and v is not None}
 
 
+def executor_options(f):
+    """--executor/--workers/--ray-address/--threads of the commands that run a search."""
+    for opt in reversed([
+        click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial",
+                     show_default=True, help="Where the training jobs run."),
+        click.option("--workers", type=int, default=2, show_default=True,
+                     help="Processes (or CPUs of a local Ray cluster)."),
+        click.option("--ray-address", type=str, default=None,
+                     help="HOST:PORT of a Ray cluster's head to join [default: start a local one]."),
+        click.option("--threads", type=int, default=1, show_default=True,
+                     help="Threads of every job, on every executor: part of the search's options (the same "
+                          "search gives the same pick whatever OMP_NUM_THREADS is)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def start_executor(cfg, kind: str, workers: int, ray_address):
+    """Checks the search's inputs (options, data), then starts the executor and checks that it
+    can run the search's jobs: all before any DB is opened."""
+    from lshx.search.executors import make_executor
+
+    cfg.check_inputs()
+    ex = make_executor(kind, workers, ray_address)
+    try:
+        ex.check(cfg.threads)
+    except BaseException:
+        ex.close()
+        raise
+    return ex
+
+
 def _clean(obj):
     """NaN and inf are not valid JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):

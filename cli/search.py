@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import echo_json
+from lshx.cli.options import echo_json, executor_options, start_executor
 from lshx.presets import PRESET_NAMES, TASKS
 
 
@@ -27,38 +27,40 @@ from lshx.presets import PRESET_NAMES, TASKS
 @click.option("--data", type=str, default=None, help="Folder with ptb.{train,valid,test}.txt.")
 @click.option("--device", type=str, default="cpu", show_default=True,
               help="cpu or cuda[:N]: where candidates train and their spectra are computed.")
-@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="Processes (or Ray CPUs).")
-@click.option("--ray-address", type=str, default=None, help="A Ray cluster to join [default: start a local one].")
+@executor_options
 @click.option("--db", type=click.Path(dir_okay=False), default="runs/search.sqlite", show_default=True)
 @click.option("--name", type=str, default=None, help="Search name in the DB [default: from the options].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search: nothing finished is re-done.")
+@click.option("--wait", is_flag=True, help="If another process is running this search, wait for it instead of "
+                                           "stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--quiet", is_flag=True)
 def search_cmd(task, preset, hpo, distance, strategy, n, e0, ei, final_epochs, final_k, density, max_batches, data,
-               device, executor, workers, ray_address, db, name, resume, seed, as_json, quiet):
+               device, executor, workers, ray_address, threads, db, name, resume, wait, seed, as_json, quiet):
     """Search pruning configurations of TASK by their distance to the dense model in LS space.
 
     Example: lshx search ptb-lstm --preset small --hpo tpe --distance pca2 --db runs/s.sqlite
     """
-    from lshx.search.executors import make_executor
     from lshx.search.lsh import SearchConfig, run_search
 
     cfg = SearchConfig.from_preset(task, preset, hpo=hpo, distance=distance, strategy=strategy, n=n, e0=e0, ei=ei,
                                    final_epochs=final_epochs, final_k=final_k, density=density, seed=seed,
-                                   data=data, max_batches=max_batches, device=device)
+                                   data=data, max_batches=max_batches, device=device, threads=threads)
     name = name or f"{task}-{preset}-{strategy}-{hpo}-{distance}-s{seed}"
-    ex = make_executor(executor, workers, ray_address)
+    ex = start_executor(cfg, executor, workers, ray_address)
     try:
-        res = run_search(cfg, db, ex, name=name, resume=resume, quiet=quiet)
+        res = run_search(cfg, db, ex, name=name, resume=resume, quiet=quiet, wait=wait)
+        ran = ex.describe()
     finally:
         ex.close()
     if as_json:
-        echo_json(res)
+        echo_json({**res, "executor": ran})
     else:
         b, d = res["best"], res["dense"]
         click.echo(f"best: {b['describe']}  val ppl {b['val_ppl']:.2f}  test ppl {b['test_ppl']:.2f}")
         click.echo(f"dense: val ppl {d['val_ppl']:.2f}  test ppl {d['test_ppl']:.2f}")
         click.echo(f"{res['candidates']} candidates, {res['train_epochs']} training epochs, {res['wall_s']:.0f}s "
                    f"(search {name!r} in {db})")
+        if ran.get("jobs_per_node"):
+            click.echo(f"ray: {sum(ran['jobs_per_node'].values())} jobs on {len(ran['jobs_per_node'])} node(s)")

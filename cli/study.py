@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import echo_json
+from lshx.cli.options import echo_json, executor_options, start_executor
 from lshx.presets import PRESET_NAMES, TASKS
 
 
@@ -21,29 +21,28 @@ def study_group():
 @click.option("--max-batches", type=int, default=None, help="Training windows per epoch [preset].")
 @click.option("--data", type=str, default=None)
 @click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@executor_options
 @click.option("--db", type=click.Path(dir_okay=False), default="runs/study.sqlite", show_default=True)
 @click.option("--name", type=str, default=None)
 @click.option("--resume", is_flag=True)
+@click.option("--wait", is_flag=True, help="If another process is running this study, wait for it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, device, executor, workers, db, name,
-                    resume, seed, as_json, quiet):
+def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, device, executor, workers, ray_address,
+                    threads, db, name, resume, wait, seed, as_json, quiet):
     """Spearman rho(LS distance at epoch e, final test ppl) and rho(val ppl at e, final test
     ppl) for each early epoch e, with 95% bootstrap intervals."""
-    from lshx.search.executors import make_executor
     from lshx.search.lsh import SearchConfig
     from lshx.study import correlation_study
 
     cfg = SearchConfig.from_preset(task, preset, hpo="random", distance=distance, strategy="full", n=n,
                                    final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches,
-                                   device=device)
+                                   device=device, threads=threads)
     name = name or f"correlation-{task}-{preset}-n{n}-P{final_epochs}-{distance}-s{seed}"
-    ex = make_executor(executor, workers)
+    ex = start_executor(cfg, executor, workers, ray_address)
     try:
-        res = correlation_study(cfg, db, ex, name, resume=resume, quiet=quiet)
+        res = correlation_study(cfg, db, ex, name, resume=resume, quiet=quiet, wait=wait)
     finally:
         ex.close()
     if as_json:
@@ -77,29 +76,32 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 @click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds per configuration.")
 @click.option("--data", type=str, default=None)
 @click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial", show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@executor_options
 @click.option("--db", type=click.Path(dir_okay=False), default="runs/table.sqlite", show_default=True)
 @click.option("--name", type=str, default=None)
 @click.option("--resume", is_flag=True)
+@click.option("--wait", is_flag=True, help="If another process is training this table, wait for it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random space).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, data, device, executor,
-              workers, db, name, resume, seed, as_json, quiet):
+              workers, ray_address, threads, db, name, resume, wait, seed, as_json, quiet):
     """Trains every configuration of a pool (and the dense model) to --final-epochs, recording
     after every epoch the validation ppl, training loss and spectra, and each configuration's
     final test ppl: a table that `lshx study replay` replays searches on."""
-    from lshx.search.executors import make_executor
+    from lshx.errors import ConfigError
     from lshx.table import table_configs, train_table
 
     cfg = table_configs(task, space, n, preset, final_epochs=final_epochs, seed=seed, data=data, density=density,
-                        max_batches=max_batches, device=device, ls_extra=["hc", "h-orth"] if state == "both" else None)
+                        max_batches=max_batches, device=device, ls_extra=["hc", "h-orth"] if state == "both" else None,
+                        threads=threads)
     cfg.max_batches = max_batches  # whole epochs unless asked: not the search preset's cap
+    if seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
     name = name or f"{space}-{task}-{preset}-P{final_epochs}"
-    ex = make_executor(executor, workers)
+    ex = start_executor(cfg, executor, workers, ray_address)
     try:
-        res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet)
+        res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet, wait=wait)
     finally:
         ex.close()
     if as_json:

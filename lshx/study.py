@@ -44,9 +44,9 @@ def bootstrap_spearman(x: List[float], y: List[float], reps: int = 2000, seed: i
 
 
 def correlation_study(cfg: SearchConfig, db_path, executor: Executor, name: str, resume: bool = False,
-                      quiet: bool = False, early_epochs: Optional[List[int]] = None) -> dict:
+                      quiet: bool = False, early_epochs: Optional[List[int]] = None, wait: bool = False) -> dict:
     cfg.strategy = "full"
-    run_search(cfg, db_path, executor, name=name, resume=resume, quiet=quiet)
+    run_search(cfg, db_path, executor, name=name, resume=resume, quiet=quiet, wait=wait)
     db = RunDB(db_path)
     try:
         search = Search(cfg, db, executor, name, quiet=True)

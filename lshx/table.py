@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from lshx.errors import ConfigError
 from lshx.progress import log
 from lshx.search.executors import Executor
-from lshx.search.lsh import Search, SearchConfig, run_search
+from lshx.search.lsh import Search, SearchConfig, open_search
 from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, grid, normalize
 
@@ -40,27 +40,29 @@ def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) 
 
 
 def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str, seeds: int = 1,
-                resume: bool = False, quiet: bool = False) -> dict:
-    """Trains the pool once per training seed (0 .. seeds-1) and stores every test perplexity."""
+                resume: bool = False, quiet: bool = False, wait: bool = False,
+                lease_stale_s: Optional[float] = None) -> dict:
+    """Trains the pool once per training seed (0 .. seeds-1) and stores every test perplexity,
+    each seed's search and its test perplexities under that search's lease (one process at a
+    time; another is refused, or waits with wait=True)."""
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
-    out = []
     for t in range(seeds):
         tcfg = SearchConfig(**{**cfg.to_dict(), "train_seed": t})
         tname = f"{name}-t{t}"
         log(f"table {name}: training seed {t} ({tname})", quiet)
-        run_search(tcfg, db_path, executor, name=tname, resume=resume, quiet=quiet)
-        db = RunDB(db_path)
-        try:
-            search = Search(tcfg, db, executor, tname, quiet=True)
+        with open_search(tcfg, db_path, tname, resume, quiet, wait, lease_stale_s) as (db, lease, done):
+            search = Search(tcfg, db, executor, tname, quiet, lease=lease)
+            if done is None:
+                search.run()
+            search.quiet = True
             cands = db.candidates(tname)
             have = db.tests(tcfg.seed)
             todo = [c for c in cands if c["eval_key"] not in have]
-            for c, ppl in zip(todo, search.test_perplexities(todo) if todo else []):
+            tests = search.test_perplexities(todo) if todo else []
+            search.check_lease()
+            for c, ppl in zip(todo, tests):
                 db.put_test(c["eval_key"], tcfg.seed, ppl)
-        finally:
-            db.close()
-        out.append(tname)
     return load_table(db_path, name).summary()
 
 

@@ -1,15 +1,17 @@
 """Where jobs run: in this process, in a process pool, or as Ray tasks.
 
-Each job sets its own thread count, and everything a job computes depends only on its
-inputs (seeded), so the same search gives the same result on every executor.
+Every job carries its thread count (the search's, SearchConfig.threads) and sets it itself,
+and everything a job computes depends only on its inputs (seeded), so the same search gives
+the same result on every executor, whatever OMP_NUM_THREADS the shell has.
 """
 from __future__ import annotations
 
+from collections import Counter
 import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from lshx.errors import ConfigError
 
@@ -17,17 +19,28 @@ EXECUTORS = ("serial", "process", "ray")
 
 
 class Executor(ABC):
+    # the thread count of jobs that carry none (a search's jobs always carry one)
     threads_per_job: Optional[int] = None
+    kind = "?"
 
     @abstractmethod
     def map(self, fn: Callable, jobs: List[dict]) -> Iterator:
         """Yields fn(job) for every job, in the order of `jobs`."""
+
+    def describe(self) -> dict:
+        """Where the jobs ran, for the command's output."""
+        return {"kind": self.kind}
+
+    def check(self, threads: int) -> None:
+        """Raises ConfigError when jobs of `threads` threads cannot run here."""
 
     def close(self) -> None:
         pass
 
 
 class SerialExecutor(Executor):
+    kind = "serial"
+
     def __init__(self, threads: Optional[int] = None) -> None:
         self.threads_per_job = threads
 
@@ -44,12 +57,20 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _check_workers(workers) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+
+
 class ProcessExecutor(Executor):
-    """A pool of spawned processes, one BLAS thread each (no oversubscription)."""
+    """A pool of spawned processes (one BLAS thread each until a job sets its own count)."""
 
     threads_per_job = 1
+    kind = "process"
 
     def __init__(self, workers: int) -> None:
+        _check_workers(workers)
+        self.workers = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                         initializer=_init_worker)
 
@@ -58,36 +79,80 @@ class ProcessExecutor(Executor):
         for f in futures:
             yield f.result()
 
+    def describe(self) -> dict:
+        return {"kind": self.kind, "workers": self.workers}
+
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
 
 
+def _on_node(fn: Callable, job: dict):
+    """A Ray task: fn(job) and the id of the Ray node it ran on."""
+    import ray
+
+    return fn(job), ray.get_runtime_context().get_node_id()
+
+
 class RayExecutor(Executor):
-    """Ray core remote tasks: a local cluster by default, or the cluster at `address`."""
+    """Ray core remote tasks: a local cluster by default (`workers` CPUs), or the cluster at
+    `address` (HOST:PORT of its head). Each task asks for as many CPUs as the job has threads.
+    Jobs read and write their checkpoints and data by absolute path: on a cluster of several
+    machines those must be on a filesystem that every node sees (README: Scaling out)."""
 
     threads_per_job = 1
+    kind = "ray"
 
     def __init__(self, address: Optional[str] = None, workers: Optional[int] = None) -> None:
         try:
             import ray
         except ImportError:
-            raise ConfigError("--executor ray needs ray: pip install 'lshx[ray]'") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, ignore_reinit_error=True, log_to_driver=False)
+            raise ConfigError("--executor ray needs ray: pip install 'lshx[ray]' (make setup installs it)") from None
+        if workers is not None:
+            _check_workers(workers)
+        self.ray, self.address = ray, address
+        self.jobs_per_node: Dict[str, int] = Counter()
+        self._owns = not ray.is_initialized()  # shut down at close what this executor started
+        if self._owns:
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=workers, log_to_driver=False)
+            except Exception as exc:  # a wrong address, a cluster of another ray version, ...
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"cannot start or join {where}: {msg}") from None
+
+    def check(self, threads: int) -> None:
+        cpus = [n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")]
+        if not any(c >= threads for c in cpus):
+            raise ConfigError(f"--threads {threads}: every job asks Ray for {threads} CPUs on one node, and no node "
+                              f"of this cluster has that many (CPUs per node: {', '.join(f'{c:g}' for c in cpus)})")
 
     def map(self, fn, jobs):
-        remote = self.ray.remote(num_cpus=1)(fn)
-        refs = [remote.remote(j) for j in jobs]
+        jobs = list(jobs)
+        threads = max([int(j.get("threads") or 1) for j in jobs] or [1])
+        remote = self.ray.remote(num_cpus=threads)(_on_node)
+        refs = [remote.remote(fn, j) for j in jobs]
         for r in refs:
-            yield self.ray.get(r)
+            out, node = self.ray.get(r)
+            self.jobs_per_node[node] += 1
+            yield out
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "address": self.address, "jobs_per_node": dict(self.jobs_per_node)}
+
+    def close(self) -> None:
+        if self._owns and self.ray.is_initialized():
+            self.ray.shutdown()
 
 
 def make_executor(kind: str, workers: int = 2, address: Optional[str] = None,
                   threads: Optional[int] = None) -> Executor:
+    """threads: the default of jobs that carry no thread count (a search's always do)."""
+    if address and kind != "ray":
+        raise ConfigError(f"--ray-address is for --executor ray, not {kind}")
+    _check_workers(workers)
     if kind == "serial":
         return SerialExecutor(threads)
     if kind == "process":

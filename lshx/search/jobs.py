@@ -6,6 +6,7 @@ at most the epoch it was in, and a rerun continues from the last finished epoch.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 import math
 import os
@@ -19,24 +20,47 @@ _CORPORA: Dict[str, object] = {}
 
 
 def _corpus(data):
-    from lshx.data import load_corpus
+    from lshx.data import default_data_dir, load_corpus
 
-    key = str(data)
+    key = str(Path(data if data is not None else default_data_dir()).resolve())
     if key not in _CORPORA:
-        _CORPORA[key] = load_corpus(data)
+        _CORPORA[key] = load_corpus(key)
     return _CORPORA[key]
+
+
+@contextmanager
+def _threads(n):
+    """The job's intra-op thread count (the search's), restored after: a serial search leaves
+    the caller's setting as it found it."""
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(prev)
 
 
 def advance(job: dict) -> dict:
     """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads,
     ls_extra (optional {label: LSConfig overrides}: more spectra per epoch, e.g. the hc state)}."""
+    with _threads(job.get("threads")):
+        return _advance(job)
+
+
+def test_perplexity(job: dict) -> float:
+    """Test perplexity of a candidate's best-validation checkpoint."""
+    with _threads(job.get("threads")):
+        return _test_perplexity(job)
+
+
+def _advance(job: dict) -> dict:
     from lshx.checkpoint import load_checkpoint
     from lshx.data import load_split
     from lshx.lyapunov import LSConfig, lyapunov_spectrum, sample_windows
     from lshx.train import TrainConfig, Trainer
 
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
     cfg = TrainConfig.from_dict(job["train"])
     ls = LSConfig(**job["ls"]) if job.get("ls") else None
     d = Path(job["dir"])
@@ -79,12 +103,9 @@ def advance(job: dict) -> dict:
     return {"key": job["key"], "evals": evals, "trained": trained, "dir": str(d)}
 
 
-def test_perplexity(job: dict) -> float:
-    """Test perplexity of a candidate's best-validation checkpoint."""
+def _test_perplexity(job: dict) -> float:
     from lshx.train import TrainConfig, Trainer, load_model, perplexity
 
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
     cfg = TrainConfig.from_dict(job["train"])
     trainer = Trainer(cfg, corpus=_corpus(cfg.data), quiet=True, progress=False)
     _, ck = load_model(Path(job["dir"]) / "best.pt")

@@ -18,8 +18,9 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from lshx.progress import Progress, log
 from lshx.search import jobs as J
 from lshx.search.executors import Executor, run_all
 from lshx.search.hpo import HPOS, Proposer, make_proposer
+from lshx.search.lease import Lease, default_stale_s
 from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
@@ -72,6 +74,9 @@ class SearchConfig:
     device: str = "cpu"  # where every candidate trains and its spectrum is computed
     train_seed: Optional[int] = None  # the candidates' training seed (default: seed, which also seeds the HPO)
     ls_extra: Optional[List[str]] = None  # more spectra per epoch (LS_EXTRA), for tables
+    # intra-op threads of every job (training, spectrum, test), on every executor: the results
+    # depend on it (summation order), so it is part of the search, not of the shell it runs in
+    threads: int = 1
 
     @classmethod
     def from_preset(cls, task: str, preset: str, **over) -> "SearchConfig":
@@ -84,6 +89,7 @@ class SearchConfig:
         return cfg
 
     def validate(self) -> None:
+        """Every option, checked before anything is written (the data folder: check_inputs)."""
         if self.hpo not in HPOS:
             raise ConfigError(f"unknown hpo {self.hpo!r}; allowed: {', '.join(HPOS)}")
         if self.distance not in DISTANCES:
@@ -94,6 +100,19 @@ class SearchConfig:
             raise ConfigError("n, e0, ei and final-k must be >= 1")
         if self.final_epochs < self.e0:
             raise ConfigError("final epochs must be >= e0")
+        for opt, value, low in (("--threads", self.threads, 1), ("--max-batches", self.max_batches, 1),
+                                ("--seed", self.seed, 0), ("train seed", self.train_seed, 0),
+                                ("ls samples", self.ls_samples, 1), ("ls steps", self.ls_steps, 1),
+                                ("ls warmup", self.ls_warmup, 0), ("ls k", self.ls_k, 1)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise ConfigError(f"{opt} must be an integer >= {low}, got {value!r}")
+        # the training settings of the dense model and of a candidate (the density, the preset)
+        TrainConfig.from_preset(self.task, self.preset, data=self.data, epochs=self.final_epochs,
+                                max_batches=self.max_batches, device=self.device, dst={"density": 1.0})
+        if self.density is not None:
+            if isinstance(self.density, bool) or not isinstance(self.density, (int, float)):
+                raise ConfigError(f"density must be a number in (0, 1], got {self.density!r}")
+            TrainConfig.from_preset(self.task, self.preset, dst={"density": self.density})
         if self.strategy == "lsh" and self.n > self.final_k:
             last = elimination_epochs(self.n, self.e0, self.ei, self.final_k)[-1]
             if last > self.final_epochs:
@@ -110,6 +129,21 @@ class SearchConfig:
 
             if not torch.cuda.is_available():
                 raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
+
+    def check_inputs(self) -> None:
+        """validate() and the data: the folder holds the three splits, readable, each long
+        enough for its batch size (and the validation split for the LS windows). The corpus
+        stays cached for the jobs of this process."""
+        self.validate()
+        from lshx.data import batchify
+
+        corpus = J._corpus(self.data)
+        t = TrainConfig.from_preset(self.task, self.preset)
+        for split, batch in (("train", t.batch_size), ("valid", t.eval_batch_size), ("test", t.eval_batch_size)):
+            batchify(getattr(corpus, split), batch)
+        if self.distance != "loss" and self.ls_samples * (self.ls_warmup + self.ls_steps) > corpus.valid.numel():
+            raise ConfigError(f"{self.ls_samples} LS windows of {self.ls_warmup + self.ls_steps} tokens need more "
+                              f"than the {corpus.valid.numel()} tokens of the validation split")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -224,9 +258,11 @@ class Search:
     DENSE = 0  # candidate id of the dense reference
 
     def __init__(self, cfg: SearchConfig, db: RunDB, executor: Executor, name: str, quiet: bool = False,
-                 proposer: Optional[Proposer] = None) -> None:
-        """proposer: instead of cfg.hpo's (a replay restricts it to a table's configurations)."""
+                 proposer: Optional[Proposer] = None, lease: Optional[Lease] = None) -> None:
+        """proposer: instead of cfg.hpo's (a replay restricts it to a table's configurations).
+        lease: the search's lease in db, checked before each write (run_search takes it)."""
         self.cfg, self.db, self.ex, self.name, self.quiet = cfg, db, executor, name, quiet
+        self.lease = lease
         self.ckpt_root = db.path.with_suffix("").parent / (db.path.stem + "-runs")
         self.proposer = proposer or make_proposer(cfg.hpo, cfg.task)
         self._key_cache: Dict[str, Tuple[dict, str]] = {}
@@ -262,6 +298,8 @@ class Search:
         what = {"train": tcfg.to_dict(), "ls": self.ls_config()}
         if self.ls_extra():  # (left out when empty: the keys of DBs written before stay valid)
             what["ls_extra"] = self.ls_extra()
+        if self.cfg.threads != 1:  # (left out at the default, likewise): results depend on it
+            what["threads"] = self.cfg.threads
         blob = json.dumps(what, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
@@ -279,10 +317,17 @@ class Search:
                               key, origin, round_, str(self.ckpt_root / key))
 
     def _job(self, cand: dict, target: int) -> dict:
+        """A job runs wherever the executor puts it (another process, another Ray node): its
+        paths are absolute, as this process resolves them (the default data folder too), and
+        its thread count is the search's."""
+        from lshx.data import default_data_dir
+
         cfg = None if cand["origin"] == "dense" else cand["config"]
-        return {"key": cand["eval_key"], "train": self._keyed(cfg)[0], "ls": self.ls_config(),
-                "ls_extra": self.ls_extra(), "target": target, "dir": cand["ckpt_dir"],
-                "threads": self.ex.threads_per_job}
+        train = dict(self._keyed(cfg)[0])
+        train["data"] = str(Path(train["data"] or default_data_dir()).resolve())
+        return {"key": cand["eval_key"], "train": train, "ls": self.ls_config(),
+                "ls_extra": self.ls_extra(), "target": target, "dir": str(Path(cand["ckpt_dir"]).resolve()),
+                "threads": self.cfg.threads}
 
     def test_perplexities(self, cands: List[dict]) -> List[float]:
         """Test perplexity of each candidate's best-validation checkpoint; +inf for one that
@@ -315,11 +360,17 @@ class Search:
         if not todo:
             return
         bar = Progress(len(todo), what, enabled=None if not self.quiet else False)
-        for res in self.ex.map(J.advance, [self._job(c, target) for c in todo]):
+        for cand, res in zip(todo, self.ex.map(J.advance, [self._job(c, target) for c in todo])):
+            self.check_lease()
             for ev in res["evals"]:
-                self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(res["dir"]) / "last.pt"))
+                self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(cand["ckpt_dir"]) / "last.pt"))
             bar.update(1)
         bar.close()
+
+    def check_lease(self) -> None:
+        """Before a DB write: stop if another process took this search over (lshx.search.lease)."""
+        if self.lease is not None:
+            self.lease.check()
 
     def evals(self, cand: dict) -> Dict[int, dict]:
         return self.db.evals(cand["eval_key"], self.cfg.seed)
@@ -399,6 +450,7 @@ class Search:
                     new = self.proposer.propose(history, n_ins, seen, round_seed(c.seed, r))
                     next_id = max(cands) + 1
                     inserted_ids = list(range(next_id, next_id + len(new)))
+                self.check_lease()
                 with self.db.transaction():  # the round's insertions and its record, or neither
                     for cid, cfg in zip(inserted_ids, new):  # (new is empty when orphans were reused)
                         self.add(cid, cfg, "inserted", r)
@@ -431,6 +483,7 @@ class Search:
         ranked = sorted(finalists, key=lambda x: (best_val(x), x))
         best = ranked[0]
         tests = self.test_perplexities([cands[best], cands[self.DENSE]])
+        self.check_lease()
         for x in finalists:
             self.db.set_status(self.name, x, "final")
         self.db.set_status(self.name, best, "best")
@@ -463,22 +516,55 @@ class Search:
         return result
 
 
-def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str = "default",
-               resume: bool = False, quiet: bool = False, proposer: Optional[Proposer] = None) -> dict:
+def _check_stored(cfg: SearchConfig, prev: Optional[dict], db_path, name: str, resume: bool) -> None:
+    if prev is None:
+        return
+    if not resume:
+        raise ConfigError(f"search {name!r} already exists in {db_path}: add --resume, or pick another --name")
+    if not cfg.same_search(prev["args"]):
+        raise ConfigError(f"search {name!r} in {db_path} was started with other options; resume with the same ones")
+
+
+@contextmanager
+def open_search(cfg: SearchConfig, db_path: str | Path, name: str, resume: bool = False, quiet: bool = False,
+                wait: bool = False, lease_stale_s: Optional[float] = None) -> Iterator[Tuple[RunDB, Lease,
+                                                                                          Optional[dict]]]:
+    """Checks every input (options and data) before the DB is opened, and whether the search
+    may start or resume before anything is written; then takes the search's lease (or raises
+    SearchBusy naming the holder; waits with wait=True) and creates the search. Yields (db,
+    lease, the stored result when the search is finished, else None); the lease is released
+    after."""
+    cfg.check_inputs()
+    stale_s = default_stale_s() if lease_stale_s is None else lease_stale_s
+    if not stale_s > 0:
+        raise ConfigError(f"the lease's stale time must be > 0 s, got {stale_s}")
     db = RunDB(db_path)
     try:
-        prev = db.get_search(name)
-        if prev is not None:
-            if not resume:
-                raise ConfigError(f"search {name!r} already exists in {db_path}: add --resume, or pick another --name")
-            if not cfg.same_search(prev["args"]):
-                raise ConfigError(f"search {name!r} in {db_path} was started with other options; "
-                                  "resume with the same ones")
-            if prev["status"] == "done" and prev["result"]:
+        _check_stored(cfg, db.get_search(name), db_path, name, resume)
+        lease = Lease(db, name, stale_s)
+        lease.acquire(wait=wait, say=lambda msg: log(msg, quiet))
+        try:
+            prev = db.get_search(name)  # again, as owner: another process may have created it meanwhile
+            _check_stored(cfg, prev, db_path, name, resume)
+            done = None
+            if prev is None:
+                db.create_search(name, cfg.task, cfg.to_dict())
+            elif prev["status"] == "done" and prev["result"]:
                 log(f"search {name!r} is already finished", quiet)
-                return prev["result"]
-        else:
-            db.create_search(name, cfg.task, cfg.to_dict())
-        return Search(cfg, db, executor, name, quiet, proposer).run()
+                done = prev["result"]
+            yield db, lease, done
+        finally:
+            lease.release()
     finally:
         db.close()
+
+
+def run_search(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str = "default",
+               resume: bool = False, quiet: bool = False, proposer: Optional[Proposer] = None,
+               wait: bool = False, lease_stale_s: Optional[float] = None) -> dict:
+    """Runs (or resumes, or reads back) search `name` in the run DB; one process at a time
+    (a second is refused, or waits with wait=True; lshx.search.lease)."""
+    with open_search(cfg, db_path, name, resume, quiet, wait, lease_stale_s) as (db, lease, done):
+        if done is not None:
+            return done
+        return Search(cfg, db, executor, name, quiet, proposer, lease=lease).run()
