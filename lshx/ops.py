@@ -445,9 +445,13 @@ if HAS_EXTENSION:
 # The RHN's training recurrence in one op, forward and backward. Measured on one small-preset
 # batch (H = 200, depth 5, B = 10, T = 35; 1 thread, CPU time, 2026-11-28): the per-step loop
 # runs ~13,700 aten ops and ~2,000 autograd nodes for its 175 micro-steps, 140 ms of which its
-# GEMMs take 46 ms; the rest is per-op dispatch and autograd. The op keeps the GEMMs (one per
-# micro-step forward, one backward, one per depth for each weight gradient) and fuses the gate
-# math, forward and backward, into one loop (one CUDA kernel) per micro-step.
+# GEMMs take 46 ms; the rest is per-op dispatch and autograd (the whole batch: ~290 ms, the
+# tied decoder and the loss ~125 ms). The op keeps the GEMMs (one per micro-step forward, one
+# backward, one per depth for each weight gradient) and fuses the gate math, forward and
+# backward, into one loop (one CUDA kernel) per micro-step: 53-61 ms for the recurrence, 12
+# autograd nodes. `lshx bench train-epoch ptb-rhn --preset small` (2 threads, loaded machine):
+# loop_ms / lshx_ms = 2.13 (1404 / 660 ms), partly because the op keeps its tiny GEMMs on one
+# thread (csrc/cpu/rhn_recurrence.cpp).
 def rhn_recurrence_ref(xp, s0, weights, biases, drop=None):
     """T steps x D micro-steps of the coupled highway recurrence in plain torch ops (autograd
     through them): pre = (s * drop) @ W_d^T + b_d (+ xp_t when d = 0), h = tanh(pre[:, :H]),
