@@ -475,10 +475,18 @@ def rhn_recurrence(xp: torch.Tensor, s0: torch.Tensor, weights, biases, drop: Op
     or known to be zero off their masks), the D biases (2H) and the hidden-dropout mask (B, H)
     shared by every micro-step (None: no dropout). Differentiable in xp, s0, weights, biases;
     each weight gets the dense gradient of the weight as used (masked_weight passes it through)."""
-    if _native():
+    if _native() and _rhn_has_kernel(xp):
         out, s, _, _ = torch.ops.lshx.rhn_recurrence(xp, s0, list(weights), list(biases), drop)
         return out, s
     return rhn_recurrence_ref(xp, s0, list(weights), list(biases), drop)
+
+
+def _rhn_has_kernel(xp: torch.Tensor) -> bool:
+    """The native kernels: float32/float64 on the CPU, float32 on CUDA (a CUDA build); any
+    other dtype or device takes the reference loop."""
+    if xp.device.type == "cpu":
+        return xp.dtype in (torch.float32, torch.float64)
+    return xp.device.type == "cuda" and xp.dtype == torch.float32 and cuda_version() > 0
 
 
 if HAS_EXTENSION:

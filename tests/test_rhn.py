@@ -122,3 +122,16 @@ def test_step_is_unchanged_by_the_fused_path():
             state, info = model.step(ids[t], state)
     assert len(info) == 3
     torch.testing.assert_close(state, s, atol=1e-12, rtol=0)
+
+
+def test_fused_rhn_falls_back_where_there_is_no_kernel():
+    """bfloat16 (no native kernel) goes through the reference loop instead of failing."""
+    model = _rhn(2, masked=False, dtype=torch.bfloat16, hidden=8)
+    model.eval()
+    ids = torch.randint(0, V, (4, 2))
+    with torch.no_grad():
+        model.rnn.fused = True
+        fused, _ = model(ids)
+        model.rnn.fused = False
+        loop, _ = model(ids)
+    torch.testing.assert_close(fused, loop)
