@@ -5,10 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lshx-installed
 TORCH_INDEX ?=
+# ray: --executor ray and its tests (a two-node cluster on the loopback address); pinned to the
+# version those tests ran with. Its own stamp, so that an existing .venv gets it without a rebuild.
+RAY_VERSION := 2.60.0
+RAY_STAMP := $(VENV)/.ray-$(RAY_VERSION)
 
 .PHONY: demo test setup bench clean nvcc-check
 
-setup: $(STAMP)
+setup: $(STAMP) $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install -q ray==$(RAY_VERSION)
+	touch $(RAY_STAMP)
 
 $(STAMP): setup.py csrc/lshx.cpp $(wildcard csrc/cpu/*.cpp csrc/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,8 +39,9 @@ demo: $(STAMP)
 	else echo "== $(TABLE_DB) is not committed yet (lshx study table is still training it): no replay"; fi
 
 # pytest exits 5 when it ran no test: that is a failure here, not a pass
-test: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q tests; rc=$$?; \
+# (-rs: every skipped test is listed with its reason)
+test: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -rs tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
 
 # Compiles every .cu with nvcc and the build's own flags (csrc/cuda/nvcc.flags, which setup.py

@@ -62,7 +62,8 @@ setup(
         "click>=8.1",
         "matplotlib>=3.7",
     ],
-    # optuna: the --hpo optuna backend and lshx.integrations.optuna; ray: --executor ray
-    extras_require={"ray": ["ray[default]>=2.9"], "optuna": ["optuna>=3.4"], "test": ["pytest>=7"]},
+    # optuna: the --hpo optuna backend and lshx.integrations.optuna; ray: --executor ray (the
+    # core package is enough, `ray start` included; `make setup` pins the version the tests ran)
+    extras_require={"ray": ["ray>=2.9"], "optuna": ["optuna>=3.4"], "test": ["pytest>=7"]},
     entry_points={"console_scripts": ["lshx=lshx.cli.main:main"]},
 )

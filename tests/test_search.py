@@ -203,8 +203,8 @@ def test_db_moved_without_its_checkpoints_says_so(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("kind", ["process", "ray"])
 def test_other_executors_agree_with_serial(tiny_data, tmp_path, kind):
-    if kind == "ray":
-        pytest.importorskip("ray")  # optional extra: pip install -e '.[ray]'
+    if kind == "ray" and os.environ.get("CI") != "true":  # CI must run it: `make setup` installs ray
+        pytest.importorskip("ray", reason="ray is not installed (make setup installs it; or pip install 'lshx[ray]')")
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
     a = run_search(cfg, tmp_path / "a.sqlite", SerialExecutor(threads=1), quiet=True)
     ex = make_executor(kind, 2)

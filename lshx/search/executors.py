@@ -7,6 +7,7 @@ the same result on every executor, whatever OMP_NUM_THREADS the shell has.
 from __future__ import annotations
 
 from collections import Counter
+import logging
 import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor
@@ -87,10 +88,12 @@ class ProcessExecutor(Executor):
 
 
 def _on_node(fn: Callable, job: dict):
-    """A Ray task: fn(job) and the id of the Ray node it ran on."""
+    """A Ray task: fn(job) and the id of the Ray node it ran on (also given to the job, which
+    records it with each epoch in the candidate's checkpoint)."""
     import ray
 
-    return fn(job), ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id()
+    return fn({**job, "node": node}), node
 
 
 class RayExecutor(Executor):
@@ -114,10 +117,11 @@ class RayExecutor(Executor):
         self._owns = not ray.is_initialized()  # shut down at close what this executor started
         if self._owns:
             try:
+                quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
                 if address:
-                    ray.init(address=address, log_to_driver=False)
+                    ray.init(address=address, **quiet)
                 else:
-                    ray.init(num_cpus=workers, log_to_driver=False)
+                    ray.init(num_cpus=workers, **quiet)
             except Exception as exc:  # a wrong address, a cluster of another ray version, ...
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

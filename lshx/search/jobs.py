@@ -44,7 +44,8 @@ def _threads(n):
 
 def advance(job: dict) -> dict:
     """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads,
-    ls_extra (optional {label: LSConfig overrides}: more spectra per epoch, e.g. the hc state)}."""
+    ls_extra (optional {label: LSConfig overrides}: more spectra per epoch, e.g. the hc state),
+    node (optional: where it runs, recorded with each epoch)}."""
     with _threads(job.get("threads")):
         return _advance(job)
 
@@ -96,7 +97,8 @@ def _advance(job: dict) -> dict:
         diverged = trainer.diverged or (spectrum is not None and not all(math.isfinite(v) for v in spectrum))
         evals.append({"epoch": trainer.epoch, "val_ppl": r["val_ppl"], "spectrum": spectrum, "diverged": diverged,
                       "train_loss": r.get("train_loss"), "extra": spec.get("extra"),
-                      "seconds": time.perf_counter() - t0, "created": time.time(), "pid": os.getpid()})
+                      "seconds": time.perf_counter() - t0, "created": time.time(), "pid": os.getpid(),
+                      "node": job.get("node")})  # (the Ray node it ran on, under --executor ray)
         trainer.save(last, extra={"lsh_evals": evals})
         if diverged:
             break
