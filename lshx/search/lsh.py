@@ -266,6 +266,7 @@ class Search:
         self.ckpt_root = db.path.with_suffix("").parent / (db.path.stem + "-runs")
         self.proposer = proposer or make_proposer(cfg.hpo, cfg.task)
         self._key_cache: Dict[str, Tuple[dict, str]] = {}
+        self._paths: Dict[str, str] = {}
         self._ls: Optional[dict] = None
         self.train_epochs_used: Dict[int, int] = {}
 
@@ -324,10 +325,16 @@ class Search:
 
         cfg = None if cand["origin"] == "dense" else cand["config"]
         train = dict(self._keyed(cfg)[0])
-        train["data"] = str(Path(train["data"] or default_data_dir()).resolve())
+        train["data"] = self._absolute(train["data"] or default_data_dir())
         return {"key": cand["eval_key"], "train": train, "ls": self.ls_config(),
-                "ls_extra": self.ls_extra(), "target": target, "dir": str(Path(cand["ckpt_dir"]).resolve()),
+                "ls_extra": self.ls_extra(), "target": target, "dir": self._absolute(cand["ckpt_dir"]),
                 "threads": self.cfg.threads}
+
+    def _absolute(self, path) -> str:
+        key = str(path)
+        if key not in self._paths:  # (a replay makes thousands of jobs)
+            self._paths[key] = str(Path(path).resolve())
+        return self._paths[key]
 
     def test_perplexities(self, cands: List[dict]) -> List[float]:
         """Test perplexity of each candidate's best-validation checkpoint; +inf for one that
