@@ -73,9 +73,9 @@ def _ours(roots, marker):
 
 
 def _stop(procs, marker):
-    """SIGTERM to every process this test started, SIGKILL to what is left after 10 s."""
+    """SIGTERM to every process this test started, SIGKILL to what is left after 3 s."""
     pids = _ours([p.pid for p in procs if p.poll() is None], marker)
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -166,7 +166,7 @@ def cluster():
 
 def _search_args(tiny_data, db, address, *extra):
     return [sys.executable, "-m", "lshx.cli.main", "search", "ptb-lstm", "--preset", "smoke", "--data", tiny_data,
-            "--max-batches", "6", "--db", str(db), "--name", "s", "--json", "--quiet", "--executor", "ray",
+            "--max-batches", "4", "--db", str(db), "--name", "s", "--json", "--quiet", "--executor", "ray",
             "--ray-address", address, *extra]
 
 
@@ -186,7 +186,7 @@ def _epochs(db):
 
 
 def test_search_on_two_nodes_killed_and_resumed_equals_serial(cluster, tiny_data, tmp_path):
-    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=6)
+    cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
     serial = run_search(cfg, tmp_path / "serial.sqlite", SerialExecutor(), name="s", quiet=True)
 
     db = tmp_path / "ray.sqlite"  # the DB and its checkpoints folder: one filesystem for both nodes

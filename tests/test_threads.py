@@ -15,7 +15,7 @@ from lshx.search.rundb import RunDB
 def _search(tiny_data, db, env_threads, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": str(env_threads), "MKL_NUM_THREADS": str(env_threads)}
     p = subprocess.run([sys.executable, "-m", "lshx.cli.main", "search", "ptb-lstm", "--preset", "smoke", "--data",
-                        tiny_data, "--db", str(db), "--json", "--quiet", "--max-batches", "6", *extra],
+                        tiny_data, "--db", str(db), "--json", "--quiet", "--max-batches", "3", "--n", "4", *extra],
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
