@@ -67,8 +67,12 @@ def test_a_second_process_is_refused_or_waits_and_trains_nothing(tiny_data, tmp_
                              text=True, env=ENV)
     try:
         assert _wait_until(lambda: _count(db, "SELECT COUNT(*) FROM evals") >= 2, first), "the first never trained"
+        first.send_signal(signal.SIGSTOP)  # (so that it cannot finish before the second has started)
         # `make demo` in a second terminal: refused, in one line naming the holder
-        second = subprocess.run(_cmd(tiny_data, db, "--resume"), capture_output=True, text=True, env=ENV)
+        try:
+            second = subprocess.run(_cmd(tiny_data, db, "--resume"), capture_output=True, text=True, env=ENV)
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 2
         err = second.stderr.strip()
         assert err.count("\n") == 0 and "Traceback" not in err
