@@ -78,20 +78,25 @@ class TableExecutor(Executor):
             return None
         return spec[: self.method.top_k] if self.method.top_k else spec
 
+    def _prepared(self, t: int, i: int) -> List[dict]:
+        """Every evaluation of config i under training seed t with this method's spectrum, up to
+        the first divergence: built once per table (a replay asks for them thousands of times)."""
+        key = ("evals", t, i, self.method.spectrum, self.method.top_k)
+        if key not in self.table.cache:
+            out = []
+            for _, ev in sorted(self.table.evals[t][i].items()):
+                spec = self._spectrum(ev)
+                bad = spec is not None and not all(math.isfinite(v) for v in spec)
+                out.append({**ev, "spectrum": spec, "diverged": ev.get("diverged") or bad})
+                if out[-1]["diverged"]:
+                    break
+            self.table.cache[key] = out
+        return self.table.cache[key]
+
     def evals(self, i: int, target: int) -> List[dict]:
         """The drawn seed's evaluations up to `target`, with this method's spectrum; a
         non-finite one is a divergence for this method (as a live search marks it)."""
-        evs = self.table.evals[self.draw[i]][i]
-        out = []
-        for e, ev in sorted(evs.items()):
-            if e > target:
-                break
-            spec = self._spectrum(ev)
-            bad = spec is not None and not all(math.isfinite(v) for v in spec)
-            out.append({**ev, "spectrum": spec, "diverged": ev.get("diverged") or bad})
-            if out[-1]["diverged"]:
-                break
-        return out
+        return [ev for ev in self._prepared(self.draw[i], i) if ev["epoch"] <= target]
 
     def map(self, fn, jobs) -> Iterator:
         for job in jobs:
@@ -113,12 +118,40 @@ class ReplaySearch(Search):
 
 
 def _proposer(table: Table, hpo: str) -> Proposer:
-    pool = [c for c in table.configs if c is not None]
-    if hpo == "grid":  # the task's grid in its own order, so that seed s replays `--hpo grid --seed s`
-        return GridProposer(table.task) if is_grid_table(table) else GridProposer(table.task, points=pool)
-    if hpo == "tpe":
-        return HyperoptProposer("tpe", configs=pool)
-    raise ConfigError(f"replay hpo {hpo!r}: allowed grid, tpe")
+    """The HPO method a live search on the table's pool would use, memoized (one per table)."""
+    if ("proposer", hpo) not in table.cache:
+        pool = [c for c in table.configs if c is not None]
+        if hpo == "grid":  # the task's grid in its own order, so that seed s replays `--hpo grid --seed s`
+            inner = GridProposer(table.task) if is_grid_table(table) else GridProposer(table.task, points=pool)
+        elif hpo == "tpe":
+            inner = HyperoptProposer("tpe", configs=pool)
+        else:
+            raise ConfigError(f"replay hpo {hpo!r}: allowed grid, tpe")
+        table.cache[("proposer", hpo)] = MemoProposer(inner)
+    return table.cache[("proposer", hpo)]
+
+
+class MemoProposer(Proposer):
+    """A proposer whose answers are remembered: a proposal is a pure function of the history
+    (configs and distances), n, the excluded hashes and the round seed, and replays ask the
+    same questions again and again (every method of a seed starts from the same initial
+    configs; settings that differ only in ei share their first round). Like a live search,
+    a replay sees the inner proposer's answer exactly."""
+
+    def __init__(self, inner: Proposer) -> None:
+        self.inner = inner
+        self.memo: Dict[tuple, List[dict]] = {}
+
+    def propose(self, history, n, exclude, round_seed):
+        key = (tuple((config_hash(c), d) for c, d in history), n, frozenset(exclude), round_seed)
+        if key not in self.memo:
+            self.memo[key] = self.inner.propose(history, n, exclude, round_seed)
+        return [dict(c) for c in self.memo[key]]
+
+    def __getattr__(self, name):  # e.g. GridProposer.points, which a search reads
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int, seed: int) -> dict:
@@ -144,11 +177,10 @@ def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int,
         search = ReplaySearch(cfg, db, None, "replay", True, _proposer(table, hpo), table=table,
                               key_to_index={}, draw=draw)
         # the eval keys depend on the training and LS settings only, the same for every replay
-        memo = (cfg.distance == "loss",)
-        if memo not in table.key_cache:
-            table.key_cache[memo] = {(config_hash(c) if c else "dense"): search._keyed(c)
-                                     for c in table.configs}
-        search._key_cache = dict(table.key_cache[memo])
+        memo = ("keys", cfg.distance == "loss")
+        if memo not in table.cache:
+            table.cache[memo] = {(config_hash(c) if c else "dense"): search._keyed(c) for c in table.configs}
+        search._key_cache = dict(table.cache[memo])
         search.keys.update({search._keyed(c)[1]: i for i, c in enumerate(table.configs)})
         search.ex = TableExecutor(table, search.keys, draw, method)
         res = search.run()

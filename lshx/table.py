@@ -77,7 +77,7 @@ class Table:
     evals: List[List[Dict[int, dict]]]
     test: List[List[float]]
     seeds: List[int] = field(default_factory=list)
-    key_cache: dict = field(default_factory=dict, repr=False)  # the replays' eval keys
+    cache: dict = field(default_factory=dict, repr=False)  # the replays' eval keys, proposers, prepared evals
 
     @property
     def final_epochs(self) -> int:

@@ -114,3 +114,24 @@ def test_a_replay_refuses_a_schedule_past_the_tables_epochs(table_db):
 
     with pytest.raises(ConfigError, match="final-epochs"):
         replay_one(load_table(table_db[0], "t"), Method("lsh-pca2"), "grid", 8, 3, 2, 0)
+
+
+def test_memo_proposer_answers_as_its_proposer():
+    """Replays memoize proposals: the memo must give exactly the inner proposer's answers,
+    copies that a caller cannot alter, for every history, exclusion and round seed."""
+    from lshx.replay import MemoProposer
+    from lshx.search.hpo import HyperoptProposer
+    from lshx.search.space import config_hash, grid
+
+    pool = grid("ptb-lstm")
+    for make in (lambda: GridProposer("ptb-lstm"), lambda: HyperoptProposer("tpe", configs=pool)):
+        memo = MemoProposer(make())
+        for rep in range(2):
+            for i in range(5):
+                history = [(pool[(5 * i + j) % 24], float(j + i)) for j in range(i)]
+                exclude = {config_hash(c) for c, _ in history}
+                out = memo.propose(history, 3, exclude, i)
+                assert out == make().propose(history, 3, exclude, i)
+                out[0]["init"] = "changed"
+        assert len(memo.memo) == 5
+    assert MemoProposer(GridProposer("ptb-lstm")).points == GridProposer("ptb-lstm").points

@@ -272,6 +272,27 @@ def test_hyperopt_proposes_n_configs_from_the_model(algo, monkeypatch):
     assert p.propose(history, 5, set(), 3) == out  # seeded
 
 
+def test_a_reused_tpe_proposer_answers_as_a_fresh_one():
+    """The proposer keeps its hyperopt Domain between calls (a replay asks thousands of
+    times): every answer must be the one a new proposer gives, whatever came before, and a
+    pickled proposer (a Ray or process worker) works too."""
+    import pickle
+    import random
+
+    from lshx.search import hpo
+    from lshx.search.space import grid, random_config
+
+    pool = grid("ptb-lstm")
+    for kw in ({}, {"configs": pool}):
+        reused = hpo.HyperoptProposer("tpe", **kw)
+        for i in range(6):
+            history = [(random_config(random.Random(10 * i + j)) if not kw else pool[(7 * i + j) % 24],
+                        float((j * 37 + i) % 11)) for j in range(i)]
+            want = hpo.HyperoptProposer("tpe", **kw).propose(history, 4, set(), i)
+            assert reused.propose(history, 4, set(), i) == want
+        assert pickle.loads(pickle.dumps(reused)).propose(history, 4, set(), 5) == want
+
+
 def _ev(spec, val=100.0, diverged=False):
     return {"spectrum": spec, "val_ppl": val, "diverged": diverged}
 
