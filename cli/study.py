@@ -110,6 +110,17 @@ def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state,
     click.echo(f"table {res['name']}: {res['configs']} configurations + dense, {res['seeds']} seed(s), "
                f"{res['final_epochs']} epochs (PTB-16%)")
     click.echo(f"best: {res['best']} (test ppl {res['best_test_ppl']:.2f})")
+    _echo_plateau(res["off_plateau"])
+
+
+def _echo_plateau(rows) -> None:
+    """Per epoch: sparse runs off the unigram plateau, their median and the dense val ppl."""
+    click.echo(f"sparse runs with val ppl < {rows[0]['threshold']:.0f}, by epoch (median sparse / dense val ppl):")
+    def f(v):
+        return "-" if v is None else f"{v:.0f}"
+
+    click.echo("  " + "  ".join(f"{r['epoch']}: {r['off']}/{r['runs']} ({f(r['median_val_ppl'])}/"
+                                f"{f(r['dense_val_ppl'])})" for r in rows))
 
 
 def _int_list(ctx, param, value):
@@ -179,6 +190,7 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_di
         return
     click.echo(f"table {res['table']}: {res['configs']} configurations, {res['table_seeds']} training seed(s); "
                f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} seeds per setting")
+    _echo_plateau(res["off_plateau"])
     click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>8s} {'p_best':>7s} "
                f"{'epochs':>7s}")
     for m in res["methods"]:

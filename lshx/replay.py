@@ -164,6 +164,8 @@ def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int,
         pick = table.index(initial[int(rng.integers(0, len(initial)))])
         return {"pick": pick, "test_ppl": table.test[draw[pick]][pick], "train_epochs": table.final_epochs,
                 **_best_under(table, draw)}
+    if method.strategy == "full":  # no schedule: e0 and ei (0 in settings()) play no part
+        e0, ei = max(e0, 1), max(ei, 1)
     cfg = SearchConfig(task=table.task, preset=opts["preset"], hpo=hpo, n=n, e0=e0, ei=ei,
                        final_epochs=table.final_epochs, strategy="full" if method.strategy == "full" else "lsh",
                        distance=method.distance, density=opts.get("density"), seed=seed, data=opts.get("data"),
@@ -319,8 +321,10 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
             wins.append({"a": name, "b": other, "hpo": h, "e0": e0, "ei": ei, "p_a_better": float(better.mean()),
                          "lo": lo, "hi": hi, "p_b_better": float(np.mean(b < a)), "p_tie": float(np.mean(a == b)),
                          "mean_diff": float(np.mean(a - b))})
+    summary = table.summary()
     return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
             "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
+            "off_plateau": summary["off_plateau"], "curves": summary["rows"],
             "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}
 
 
@@ -353,8 +357,9 @@ def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spear
 
 
 def figures(res: dict, out_dir: str | Path) -> List[Path]:
-    """regret.png (mean regret against mean epochs spent, per method, one point per setting)
-    and rho.png (rho of each signal against the epoch)."""
+    """regret.png (mean regret against mean epochs spent, per method, one point per setting),
+    rho.png (rho of each signal against the epoch) and curves.png (the table's validation
+    curves, the plateau line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,4 +405,31 @@ def figures(res: dict, out_dir: str | Path) -> List[Path]:
     paths.append(out / "rho.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+    if res.get("curves"):
+        paths.append(_curves_figure(res, out / "curves.png", plt))
     return paths
+
+
+def _curves_figure(res: dict, path: Path, plt) -> Path:
+    from lshx.table import PLATEAU_PPL
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for row in res["curves"]:
+        dense = row["config"] == "dense"
+        for curve in row["val_ppl"]:
+            pts = [(e, v) for e, v in enumerate(curve, start=1) if v is not None and math.isfinite(v)]
+            if pts:
+                ax.plot(*zip(*pts), "-", color="k" if dense else "tab:blue", lw=2 if dense else 0.8,
+                        alpha=1 if dense else 0.5, label="dense" if dense else None)
+    ax.plot([], [], "-", color="tab:blue", lw=0.8, label=f"{res['configs']} sparse configurations")
+    ax.axhline(PLATEAU_PPL, color="tab:red", ls="--", lw=1, label=f"val ppl {PLATEAU_PPL:.0f} (off the plateau)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ppl (PTB-16%)")
+    ax.set_title(f"{res['table']}: every configuration's validation curve")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

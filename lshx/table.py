@@ -21,6 +21,8 @@ from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, grid, normalize
 
 SPACES = ("gs24", "random")
+# Below this validation ppl a PTB-16% model has left the unigram plateau (600-690; issue 14).
+PLATEAU_PPL = 450.0
 
 
 def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) -> SearchConfig:
@@ -100,6 +102,20 @@ class Table:
         """The configuration (not the dense model) with the lowest test ppl, averaged over seeds."""
         return min(range(1, len(self.configs)), key=lambda i: (self.mean_test(i), i))
 
+    def off_plateau(self, threshold: float = PLATEAU_PPL) -> List[dict]:
+        """Per epoch, how many sparse (configuration, training seed) runs have a validation ppl
+        below `threshold`, i.e. have left the unigram plateau (val ppl 600-690 on PTB-16%):
+        before that, early signals can only tell which run leaves it first."""
+        out = []
+        for e in range(1, self.final_epochs + 1):
+            vals = [seed[i].get(e, {}).get("val_ppl") for seed in self.evals for i in range(1, len(self.configs))]
+            off = sum(finite(v) and v < threshold for v in vals)
+            dense = [seed[0][e]["val_ppl"] for seed in self.evals if e in seed[0]]
+            out.append({"epoch": e, "off": off, "runs": len(vals), "threshold": threshold,
+                        "median_val_ppl": _median([v if finite(v) else math.inf for v in vals]),
+                        "dense_val_ppl": sum(dense) / len(dense) if dense else None})
+        return out
+
     def summary(self) -> dict:
         P = self.final_epochs
         rows = []
@@ -109,7 +125,7 @@ class Table:
             rows.append({"config": c or "dense", "val_ppl": curves, "test_ppl": [t[i] for t in self.test]})
         return {"name": self.name, "task": self.task, "configs": len(self.configs) - 1, "seeds": len(self.evals),
                 "final_epochs": P, "best": self.configs[self.best()], "best_test_ppl": self.mean_test(self.best()),
-                "rows": rows}
+                "off_plateau": self.off_plateau(), "rows": rows}
 
 
 def load_table(db_path: str | Path, name: str) -> Table:
@@ -159,3 +175,11 @@ def is_grid_table(table: Table) -> bool:
 
 def finite(x: Optional[float]) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def _median(xs: List[float]) -> Optional[float]:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2

@@ -68,18 +68,22 @@ def test_a_replay_is_deterministic(table_db, method, hpo):
 def test_replay_summary_and_cli(table_db, tmp_path):
     db, _ = table_db
     table = load_table(db, "t")
-    res = replay(table, [Method("lsh-pca2"), Method("loss", distance="loss"), Method("random", strategy="random")],
-                 ("grid",), n=6, e0s=(1, 2), eis=(1,), seeds=12)
+    res = replay(table, [Method("lsh-pca2"), Method("loss", distance="loss"), Method("random", strategy="random"),
+                         Method("full", strategy="full")], ("grid",), n=6, e0s=(1, 2), eis=(1,), seeds=12)
     assert {(m["method"], m["e0"]) for m in res["methods"]} == {("lsh-pca2", 1), ("lsh-pca2", 2), ("loss", 1),
-                                                                 ("loss", 2), ("random", None)}
+                                                                 ("loss", 2), ("random", None), ("full", None)}
     for m in res["methods"]:
         assert m["seeds"] == 12 and m["regret_mean"] >= 0 and 0 <= m["p_best"] <= 1
         assert m["diverged_picks"] == 0 and 1 <= m["distinct_picks"] <= 8
     rnd = [m for m in res["methods"] if m["method"] == "random"][0]
     assert rnd["train_epochs_mean"] == table.final_epochs  # the pick still has to be trained
+    full = [m for m in res["methods"] if m["method"] == "full"][0]
+    assert full["train_epochs_mean"] == 6 * table.final_epochs  # every initial config trained to P
+    assert res["off_plateau"][-1]["runs"] == 8 and len(res["curves"]) == 9  # the dense model and the 8
     for w in res["wins"]:
         assert w["p_a_better"] + w["p_b_better"] + w["p_tie"] == pytest.approx(1.0)
-    assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random")}
+    assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random"),
+                                                       ("lsh-pca2", "full")}
     assert [r["epoch"] for r in res["rho"]] == [1, 2, 3, 4] and "val_ppl" in res["rho"][0]
     out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
@@ -87,7 +91,7 @@ def test_replay_summary_and_cli(table_db, tmp_path):
                          capture_output=True, text=True, check=True)
     parsed = json.loads(out.stdout)
     assert parsed["n"] == 6 and len(parsed["methods"]) == 2
-    assert (tmp_path / "fig" / "regret.png").exists() and (tmp_path / "fig" / "rho.png").exists()
+    assert all((tmp_path / "fig" / f).exists() for f in ("regret.png", "rho.png", "curves.png", "replay.json"))
     bad = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--methods", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown method" in bad.stderr and "Traceback" not in bad.stderr

@@ -39,3 +39,19 @@ def test_table_options_and_missing_tables(tmp_path):
     assert table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4).n == 24
     with pytest.raises(ConfigError, match="no run DB"):
         load_table(tmp_path / "none.sqlite", "x")
+
+
+def test_off_plateau_counts_sparse_runs_below_the_threshold():
+    from lshx.table import Table
+
+    def evs(*vals):
+        return {e: {"epoch": e, "val_ppl": v} for e, v in enumerate(vals, start=1) if v is not None}
+
+    seed0 = [evs(400, 300), evs(650, 440), evs(620, math.inf), evs(700, None)]  # dense, three configs
+    seed1 = [evs(420, 320), evs(640, 460), evs(449, 300), evs(800, 600)]
+    t = Table("t", "ptb-lstm", {"final_epochs": 2}, [None, {}, {}, {}], [seed0, seed1], [[0] * 4] * 2)
+    rows = t.off_plateau(450)
+    assert [(r["epoch"], r["off"], r["runs"]) for r in rows] == [(1, 1, 6), (2, 2, 6)]
+    assert rows[0]["dense_val_ppl"] == 410 and rows[1]["dense_val_ppl"] == 310
+    assert rows[0]["median_val_ppl"] == 645  # (640 + 650) / 2
+    assert rows[1]["median_val_ppl"] == 530  # 300, 440, 460, 600, inf (diverged), inf (missing)

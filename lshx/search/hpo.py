@@ -84,6 +84,7 @@ class HyperoptProposer(Proposer):
         self.algo = algo
         self.from_model = 0
         self._built = None  # (space, Domain), see _domain
+        self._posteriors: dict = {}  # tpe's posterior graphs for that Domain, see _cache_posterior
         self.configs = [normalize(c) for c in configs] if configs else None
         self.mode = "space"
         if self.configs:
@@ -114,8 +115,27 @@ class HyperoptProposer(Proposer):
             self._built = (space, Domain(lambda _: 0.0, space))
         return self._built
 
+    def _cache_posterior(self, tpe):
+        """Makes tpe.suggest reuse this proposer's posterior graph until the returned function is
+        put back as tpe.build_posterior_wrapper. hyperopt rebuilds the same graph from the
+        Domain on every suggestion (a third of its cost); the graph holds no observations (they
+        are passed in each call's memo), so reusing it changes no proposal."""
+        original = tpe.build_posterior_wrapper
+        built = self._built
+
+        def cached(domain, prior_weight, gamma):
+            if domain is not built[1]:
+                return original(domain, prior_weight, gamma)
+            key = (prior_weight, gamma)
+            if key not in self._posteriors:
+                self._posteriors[key] = original(domain, prior_weight, gamma)
+            return self._posteriors[key]
+
+        tpe.build_posterior_wrapper = cached
+        return original
+
     def __getstate__(self) -> dict:  # (the Domain holds a lambda: rebuilt where unpickled)
-        return {**self.__dict__, "_built": None}
+        return {**self.__dict__, "_built": None, "_posteriors": {}}
 
     def _vals(self, cfg: dict) -> dict:
         """A config as hyperopt's trial 'vals' (choice indices, the rate)."""
@@ -183,6 +203,7 @@ class HyperoptProposer(Proposer):
         seen = set(exclude)
         state_np, state_py = np.random.get_state(), random.getstate()
         try:
+            restore = self._cache_posterior(tpe) if self.algo == "tpe" else None
             for seed in seeds:
                 if len(out) == n:
                     break
@@ -200,6 +221,8 @@ class HyperoptProposer(Proposer):
                     trials.insert_trial_docs(docs)  # pending: the next suggestion sees it was asked
                     trials.refresh()
         finally:
+            if restore is not None:
+                tpe.build_posterior_wrapper = restore
             np.random.set_state(state_np)
             random.setstate(state_py)
         self.from_model = len(out)
