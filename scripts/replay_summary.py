@@ -1,0 +1,115 @@
+"""Summarizes a replay (`lshx study replay ... --out DIR` writes DIR/replay.json) as the markdown
+tables of docs/results.md (f): the plateau, every method's regret, LSH against the loss-based
+search setting by setting, the epochs each method needs to pick as well as full training,
+and which early signal ranks the configurations best at each epoch.
+
+    python scripts/replay_summary.py docs/figures/replay/replay.json
+"""
+import json
+import sys
+
+
+def fmt_setting(m):
+    return f"e0={m['e0']} ei={m['ei']}" if m["e0"] else "-"
+
+
+def plateau(res):
+    print("| epoch | sparse runs off the plateau (val ppl < 450) | median sparse val ppl | dense val ppl |")
+    print("|---|---|---|---|")
+    for r in res["off_plateau"]:
+        print(f"| {r['epoch']} | {r['off']}/{r['runs']} | {r['median_val_ppl']:.1f} | {r['dense_val_ppl']:.1f} |")
+
+
+def methods(res, hpo):
+    """One row per method: its best setting and the mean over its settings."""
+    by = {}
+    for m in res["methods"]:
+        if m["hpo"] == hpo:
+            by.setdefault(m["method"], []).append(m)
+    print(f"| method ({hpo}) | settings | regret, mean over settings | best setting | its regret | its p_best "
+          f"| its epochs |")
+    print("|---|---|---|---|---|---|---|")
+    for name, ms in sorted(by.items(), key=lambda kv: min(m["regret_mean"] for m in kv[1])):
+        best = min(ms, key=lambda m: m["regret_mean"])
+        mean = sum(m["regret_mean"] for m in ms) / len(ms)
+        print(f"| {name} | {len(ms)} | {mean:.2f} | {fmt_setting(best)} | {best['regret_mean']:.2f} | "
+              f"{best['p_best']:.3f} | {best['train_epochs_mean']:.1f} |")
+
+
+def lsh_vs(res, hpo, a="lsh-pca2", b="loss"):
+    """a against b on the same seeds at every setting: who picks the better configuration."""
+    rows = [w for w in res["wins"] if w["a"] == a and w["b"] == b and w["hpo"] == hpo]
+    if not rows:
+        return
+    reg = {(m["method"], m["e0"], m["ei"]): m for m in res["methods"] if m["hpo"] == hpo}
+    print(f"| setting ({hpo}) | regret {a} | regret {b} | P({a} better) [95%] | P({b} better) | tie | "
+          f"mean test ppl {a} - {b} | epochs {a} / {b} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w in sorted(rows, key=lambda w: (w["e0"], w["ei"])):
+        ma, mb = reg[(a, w["e0"], w["ei"])], reg[(b, w["e0"], w["ei"])]
+        print(f"| e0={w['e0']} ei={w['ei']} | {ma['regret_mean']:.2f} | {mb['regret_mean']:.2f} | "
+              f"{w['p_a_better']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] | {w['p_b_better']:.3f} | {w['p_tie']:.3f} | "
+              f"{w['mean_diff']:+.2f} | {ma['train_epochs_mean']:.0f} / {mb['train_epochs_mean']:.0f} |")
+
+
+def epochs_for_full_quality(res, hpo):
+    """The cheapest setting of each method that picks at least as well as full training
+    (regret <= full's), and its epochs against full training's."""
+    full = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] == "full"]
+    if not full:
+        return
+    full = full[0]
+    print(f"Full training ({hpo}): regret {full['regret_mean']:.2f}, {full['train_epochs_mean']:.0f} epochs.")
+    print()
+    print(f"| method ({hpo}) | cheapest setting with regret <= full's | its regret | its epochs | "
+          f"epochs saved against full |")
+    print("|---|---|---|---|---|")
+    names = sorted({m["method"] for m in res["methods"] if m["e0"]})
+    for name in names:
+        ok = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] == name
+              and m["regret_mean"] <= full["regret_mean"]]
+        if not ok:
+            print(f"| {name} | none | | | |")
+            continue
+        m = min(ok, key=lambda m: (m["train_epochs_mean"], m["regret_mean"]))
+        saved = 1 - m["train_epochs_mean"] / full["train_epochs_mean"]
+        print(f"| {name} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {m['train_epochs_mean']:.0f} | "
+              f"{100 * saved:.0f}% |")
+
+
+def signals(res):
+    """Spearman rho of each signal at each epoch with the final test ppl (higher: the signal
+    ranks the configurations more like their final test ppl); the best one with its interval."""
+    sigs = sorted({k for r in res["rho"] for k in r if k != "epoch"})
+    print("| epoch | " + " | ".join(sigs) + " | best |")
+    print("|---|" + "---|" * (len(sigs) + 1))
+    for r in res["rho"]:
+        vals = {s: r[s]["rho"] for s in sigs if s in r and r[s]["rho"] is not None}
+        cells = [f"{vals[s]:.2f}" if s in vals else "-" for s in sigs]
+        best = "-"
+        if vals:
+            b = max(vals, key=lambda s: vals[s])
+            best = f"{b} {vals[b]:.2f} [{r[b]['lo']:.2f}, {r[b]['hi']:.2f}]"
+        print(f"| {r['epoch']} | " + " | ".join(cells) + f" | {best} |")
+
+
+def main(path):
+    res = json.load(open(path))
+    hpos = [h for h in ("grid", "tpe") if any(m["hpo"] == h for m in res["methods"])]
+    print(f"Table {res['table']}: {res['configs']} configurations + dense, {res['table_seeds']} training seed(s); "
+          f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%), {res['best']['config']}; n = {res['n']}, "
+          f"{res['methods'][0]['seeds']} replays per setting.\n")
+    plateau(res)
+    for hpo in hpos:
+        print()
+        methods(res, hpo)
+        print()
+        lsh_vs(res, hpo)
+        print()
+        epochs_for_full_quality(res, hpo)
+    print()
+    signals(res)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/figures/replay/replay.json")
