@@ -95,8 +95,9 @@ class TableExecutor(Executor):
 
     def evals(self, i: int, target: int) -> List[dict]:
         """The drawn seed's evaluations up to `target`, with this method's spectrum; a
-        non-finite one is a divergence for this method (as a live search marks it)."""
-        return [ev for ev in self._prepared(self.draw[i], i) if ev["epoch"] <= target]
+        non-finite one is a divergence for this method (as a live search marks it). Copies: the
+        prepared ones serve every replay of the table."""
+        return [dict(ev) for ev in self._prepared(self.draw[i], i) if ev["epoch"] <= target]
 
     def map(self, fn, jobs) -> Iterator:
         for job in jobs:
@@ -140,13 +141,16 @@ class MemoProposer(Proposer):
 
     def __init__(self, inner: Proposer) -> None:
         self.inner = inner
-        self.memo: Dict[tuple, List[dict]] = {}
+        self.memo: Dict[tuple, Tuple[List[dict], Optional[int]]] = {}
+        self.from_model: Optional[int] = None  # the inner proposer's, for the last answer given
 
     def propose(self, history, n, exclude, round_seed):
         key = (tuple((config_hash(c), d) for c, d in history), n, frozenset(exclude), round_seed)
         if key not in self.memo:
-            self.memo[key] = self.inner.propose(history, n, exclude, round_seed)
-        return [dict(c) for c in self.memo[key]]
+            out = self.inner.propose(history, n, exclude, round_seed)
+            self.memo[key] = (out, getattr(self.inner, "from_model", None))
+        out, self.from_model = self.memo[key]
+        return [dict(c) for c in out]
 
     def __getattr__(self, name):  # e.g. GridProposer.points, which a search reads
         if name == "inner":

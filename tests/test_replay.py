@@ -135,7 +135,9 @@ def test_memo_proposer_answers_as_its_proposer():
                 history = [(pool[(5 * i + j) % 24], float(j + i)) for j in range(i)]
                 exclude = {config_hash(c) for c, _ in history}
                 out = memo.propose(history, 3, exclude, i)
-                assert out == make().propose(history, 3, exclude, i)
+                fresh = make()
+                assert out == fresh.propose(history, 3, exclude, i)
+                assert memo.from_model == getattr(fresh, "from_model", None)
                 out[0]["init"] = "changed"
         assert len(memo.memo) == 5
     assert MemoProposer(GridProposer("ptb-lstm")).points == GridProposer("ptb-lstm").points

@@ -83,8 +83,7 @@ class HyperoptProposer(Proposer):
                 raise ConfigError("--hpo atpe needs lightgbm: pip install lightgbm") from None
         self.algo = algo
         self.from_model = 0
-        self._built = None  # (space, Domain), see _domain
-        self._posteriors: dict = {}  # tpe's posterior graphs for that Domain, see _cache_posterior
+        self._built = None  # (space, Domain, tpe's posterior graphs for it): _domain, _cache_posterior
         self.configs = [normalize(c) for c in configs] if configs else None
         self.mode = "space"
         if self.configs:
@@ -112,30 +111,31 @@ class HyperoptProposer(Proposer):
             from hyperopt import Domain
 
             space = self._space()
-            self._built = (space, Domain(lambda _: 0.0, space))
+            self._built = (space, Domain(lambda _: 0.0, space), {})  # {}: its posteriors
         return self._built
 
     def _cache_posterior(self, tpe):
         """Makes tpe.suggest reuse this proposer's posterior graph until the returned function is
         put back as tpe.build_posterior_wrapper. hyperopt rebuilds the same graph from the
         Domain on every suggestion (a third of its cost); the graph holds no observations (they
-        are passed in each call's memo), so reusing it changes no proposal."""
+        are passed in each call's memo), so reusing it changes no proposal. (Not for two
+        threads proposing at once: no search does; the patch is module-wide.)"""
         original = tpe.build_posterior_wrapper
-        built = self._built
+        _, own, posteriors = self._built
 
         def cached(domain, prior_weight, gamma):
-            if domain is not built[1]:
+            if domain is not own:
                 return original(domain, prior_weight, gamma)
             key = (prior_weight, gamma)
-            if key not in self._posteriors:
-                self._posteriors[key] = original(domain, prior_weight, gamma)
-            return self._posteriors[key]
+            if key not in posteriors:
+                posteriors[key] = original(domain, prior_weight, gamma)
+            return posteriors[key]
 
         tpe.build_posterior_wrapper = cached
         return original
 
     def __getstate__(self) -> dict:  # (the Domain holds a lambda: rebuilt where unpickled)
-        return {**self.__dict__, "_built": None, "_posteriors": {}}
+        return {**self.__dict__, "_built": None}
 
     def _vals(self, cfg: dict) -> dict:
         """A config as hyperopt's trial 'vals' (choice indices, the rate)."""
@@ -165,7 +165,7 @@ class HyperoptProposer(Proposer):
 
         from hyperopt import JOB_STATE_DONE, STATUS_OK, Trials, atpe, space_eval, tpe
 
-        space, domain = self._domain()
+        space, domain, _ = self._domain()
         trials = Trials()
         now = datetime.datetime.now()
         # Diverged configs (infinite distance) are left out: TPE models finite losses only.
@@ -202,6 +202,7 @@ class HyperoptProposer(Proposer):
         out: List[dict] = []
         seen = set(exclude)
         state_np, state_py = np.random.get_state(), random.getstate()
+        restore = None
         try:
             restore = self._cache_posterior(tpe) if self.algo == "tpe" else None
             for seed in seeds:
