@@ -17,21 +17,8 @@ log() { echo "== [$(( $(date +%s) - START )) s] $*" | tee -a "$OUT/summary.txt";
   nvcc --version | tail -2; date -u; } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-# The image's default g++ (/opt/gcc) links its own libstdc++ into the extension; the process
-# already runs the system one, and the two crash when a TORCH_CHECK formats its message
-# (seen 2026-11-28: segfault in ostream<<long). Build with the system compiler when there is one.
-for c in /usr/bin/g++ /usr/bin/g++-13 /usr/bin/g++-12; do
-  if [ -x "$c" ]; then export CXX=$c CC=${c/g++/gcc}; break; fi
-done
-echo "CXX=${CXX:-default} ($(${CXX:-g++} --version | head -1)); g++ on PATH: $(command -v g++)" | tee -a "$OUT/gpu.txt"
 log "build (FORCE_CUDA=1, sm_90, flags of csrc/cuda/nvcc.flags)"
-# in place (pip's editable install wants to fetch setuptools in an isolated env: nothing can be
-# fetched there); the benchmarks and tests import lshx from the checkout
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-if ! TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=${MAX_JOBS:-16} FORCE_CUDA=1 timeout 300 \
-    python3 setup.py -q build_ext --inplace > "$OUT/build.log" 2>&1; then
-  log "build FAILED"; tail -40 "$OUT/build.log"; exit 1
-fi
+. benchmarks/gpu_build.sh || exit 1
 python3 -c "from lshx import ops; print('cuda_version', ops.cuda_version())" | tee -a "$OUT/summary.txt"
 
 log "error path: a failing check must raise, not crash"
