@@ -191,6 +191,9 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_di
     click.echo(f"table {res['table']}: {res['configs']} configurations, {res['table_seeds']} training seed(s); "
                f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} seeds per setting")
     _echo_plateau(res["off_plateau"])
+    for sk in res["skipped_settings"]:
+        click.echo(f"skipped e0 = {sk['e0']}, ei = {sk['ei']}: its last elimination (epoch {sk['last_elimination']}) "
+                   f"is after the table's last epoch")
     click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>8s} {'p_best':>7s} "
                f"{'epochs':>7s}")
     for m in res["methods"]:

@@ -275,6 +275,13 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     best_test = table.mean_test(best)
     runs: Dict[tuple, List[dict]] = {}
     todo = settings(methods, hpos, e0s, eis, table.final_epochs, n)
+    from lshx.search.lsh import elimination_epochs
+
+    skipped = [{"e0": e0, "ei": ei, "last_elimination": elimination_epochs(n, e0, ei)[-1]}
+               for e0 in e0s for ei in eis if elimination_epochs(n, e0, ei)[-1] > table.final_epochs]
+    if not todo or (skipped and len(skipped) == len(e0s) * len(eis) and all(m.strategy == "lsh" for m in methods)):
+        raise ConfigError(f"no setting fits the table's {table.final_epochs} epochs: with n = {n} the last "
+                          f"elimination of every e0/ei asked for comes later (choose a smaller n, e0 or ei)")
     if workers > 1:
         if db_path is None:
             raise ConfigError("replay with workers needs the table's DB path")
@@ -328,7 +335,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     summary = table.summary()
     return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
             "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
-            "off_plateau": summary["off_plateau"], "curves": summary["rows"],
+            "off_plateau": summary["off_plateau"], "curves": summary["rows"], "skipped_settings": skipped,
             "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}
 
 

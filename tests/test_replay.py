@@ -141,3 +141,14 @@ def test_memo_proposer_answers_as_its_proposer():
                 out[0]["init"] = "changed"
         assert len(memo.memo) == 5
     assert MemoProposer(GridProposer("ptb-lstm")).points == GridProposer("ptb-lstm").points
+
+
+def test_settings_past_the_tables_epochs_are_skipped_and_said(table_db):
+    from lshx.errors import ConfigError
+
+    table = load_table(table_db[0], "t")  # P = 4
+    with pytest.raises(ConfigError, match="no setting fits the table's 4 epochs"):
+        replay(table, [Method("lsh-pca2")], ("grid",), n=6, e0s=(4,), eis=(2,), seeds=1)
+    res = replay(table, [Method("lsh-pca2")], ("grid",), n=6, e0s=(1, 4), eis=(1,), seeds=1)
+    assert [(m["e0"], m["ei"]) for m in res["methods"]] == [(1, 1)]
+    assert res["skipped_settings"] == [{"e0": 4, "ei": 1, "last_elimination": 5}]
