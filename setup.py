@@ -49,7 +49,7 @@ setup(
     version=VERSION,
     description="LS-based Hyperpruning: search for the best way to prune a recurrent network",
     python_requires=">=3.10",
-    packages=["lshx", "lshx.models", "lshx.sparse", "lshx.search", "lshx.integrations", "lshx.cli"],
+    packages=["lshx", "lshx.models", "lshx.ops", "lshx.sparse", "lshx.search", "lshx.integrations", "lshx.cli"],
     package_dir={"lshx.cli": "cli"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

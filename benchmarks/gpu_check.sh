@@ -24,7 +24,7 @@ python3 -c "from lshx import ops; print('cuda_version', ops.cuda_version())" | t
 log "error path: a failing check must raise, not crash"
 timeout 60 python3 benchmarks/gpu_repro_segv.py 2>&1 | tail -3 | tee -a "$OUT/summary.txt"
 log "CUDA tests (tests/test_cuda.py, the ops and the models on the CPU too)"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_ops.py tests/test_models.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_ops_*.py tests/test_models.py \
   > "$OUT/tests.txt" 2>&1
 tail -15 "$OUT/tests.txt" | tee -a "$OUT/summary.txt"
 
