@@ -178,6 +178,40 @@ class _Reference:
 
 
 # ----------------------------------------------------------------------------- fast
+def lstm_tangent(B: torch.Tensor, layers, W, H: int, hc: bool, combine=None) -> torch.Tensor:
+    """J @ B for one step of a stacked LSTM, walking the layers in order: layer k's tangent feeds
+    layer k+1 at the same step. layers: per layer (i, f, g, o, c_prev, c), the gates after
+    their nonlinearities; W: per layer (w_ih, w_hh). 'h' (hc False) holds c fixed; 'hc' orders
+    the state [h_0, c_0, h_1, c_1, ...]. combine(w, coef) is diag-weighted row combination
+    (ops.row_combine by default). Shared by LyapunovEstimator and lshx.spectrum."""
+    combine = combine or ops.row_combine
+    width = 2 * H if hc else H
+    rows, u = [], None
+    for k, (i, f, g, o, c_prev, c) in enumerate(layers):
+        tc = torch.tanh(c)
+        a_i, a_f, a_g = g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)
+        a_o, a_c = o * (1 - o) * tc, o * (1 - tc * tc)
+        w_ih, w_hh = W[k]
+        Bh = B[:, k * width: k * width + H]
+        coef_h = torch.stack([a_c * a_i, a_c * a_f, a_c * a_g, a_o], dim=1)
+        dh = torch.bmm(combine(w_hh, coef_h), Bh)
+        if u is not None:
+            dh = dh + torch.bmm(combine(w_ih, coef_h), u)
+        if hc:
+            Bc = B[:, k * width + H: (k + 1) * width]
+            coef_c = torch.stack([a_i, a_f, a_g, torch.zeros_like(a_o)], dim=1)
+            dc = torch.bmm(combine(w_hh, coef_c), Bh)
+            if u is not None:
+                dc = dc + torch.bmm(combine(w_ih, coef_c), u)
+            dh = dh + (a_c * f).unsqueeze(-1) * Bc
+            dc = dc + f.unsqueeze(-1) * Bc
+            rows += [dh, dc]
+        else:
+            rows.append(dh)
+        u = dh
+    return torch.cat(rows, dim=1)
+
+
 class _FastLSTM:
     def __init__(self, model: LSTMLM, cfg: LSConfig) -> None:
         self.model, self.cfg = model, cfg
@@ -207,34 +241,8 @@ class _FastLSTM:
         return self.step(tok, state)[0]
 
     def _apply(self, info, B: torch.Tensor) -> torch.Tensor:
-        """J @ B walking the layers in order: layer k's tangent feeds layer k+1 at the same step."""
-        H, hc = self.H, self.cfg.state == "hc"
-        width = 2 * H if hc else H
-        rows, u = [], None
-        for k, (gates, c_prev, c) in enumerate(info):
-            i, f, g, o = gates.chunk(4, dim=-1)
-            tc = torch.tanh(c)
-            a_i, a_f, a_g = g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)
-            a_o, a_c = o * (1 - o) * tc, o * (1 - tc * tc)
-            w_ih, w_hh = self.W[k]
-            Bh = B[:, k * width: k * width + H]
-            coef_h = torch.stack([a_c * a_i, a_c * a_f, a_c * a_g, a_o], dim=1)
-            dh = torch.bmm(ops.row_combine(w_hh, coef_h), Bh)
-            if u is not None:
-                dh = dh + torch.bmm(ops.row_combine(w_ih, coef_h), u)
-            if hc:
-                Bc = B[:, k * width + H: (k + 1) * width]
-                coef_c = torch.stack([a_i, a_f, a_g, torch.zeros_like(a_o)], dim=1)
-                dc = torch.bmm(ops.row_combine(w_hh, coef_c), Bh)
-                if u is not None:
-                    dc = dc + torch.bmm(ops.row_combine(w_ih, coef_c), u)
-                dh = dh + (a_c * f).unsqueeze(-1) * Bc
-                dc = dc + f.unsqueeze(-1) * Bc
-                rows += [dh, dc]
-            else:
-                rows.append(dh)
-            u = dh
-        return torch.cat(rows, dim=1)
+        layers = [(*gates.chunk(4, dim=-1), c_prev, c) for gates, c_prev, c in info]
+        return lstm_tangent(B, layers, self.W, self.H, self.cfg.state == "hc")
 
     def tangent(self, state, tok, B):
         new_state, info = self.step(tok, state)

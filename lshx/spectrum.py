@@ -23,7 +23,7 @@ from torch import nn
 
 from lshx import ops
 from lshx.errors import ConfigError
-from lshx.lyapunov import QR_METHODS, qr_function
+from lshx.lyapunov import QR_METHODS, lstm_tangent, qr_function
 
 __all__ = ["lyapunov_spectrum", "lyapunov_spectrum_fn", "state_size"]
 
@@ -174,32 +174,7 @@ class _ModuleSteps:
 
     def _lstm_apply(self, infos, B: torch.Tensor) -> torch.Tensor:
         """lshx.lyapunov's LSTM tangent: 'h' holds c fixed, 'hc' is [h_0, c_0, h_1, c_1, ...]."""
-        H, hc = self.H, self.hc
-        width = 2 * H if hc else H
-        rows, u = [], None
-        for l, (i, f, g, o, c_prev, c) in enumerate(infos):
-            w_ih, w_hh = self.W[l]
-            tc = torch.tanh(c)
-            a_i, a_f, a_g = g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)
-            a_o, a_c = o * (1 - o) * tc, o * (1 - tc * tc)
-            Bh = B[:, l * width: l * width + H]
-            coef_h = torch.stack([a_c * a_i, a_c * a_f, a_c * a_g, a_o], dim=1)
-            dh = torch.bmm(self.combine(w_hh, coef_h), Bh)
-            if u is not None:
-                dh = dh + torch.bmm(self.combine(w_ih, coef_h), u)
-            if hc:
-                Bc = B[:, l * width + H: (l + 1) * width]
-                coef_c = torch.stack([a_i, a_f, a_g, torch.zeros_like(a_o)], dim=1)
-                dc = torch.bmm(self.combine(w_hh, coef_c), Bh)
-                if u is not None:
-                    dc = dc + torch.bmm(self.combine(w_ih, coef_c), u)
-                dh = dh + (a_c * f).unsqueeze(-1) * Bc
-                dc = dc + f.unsqueeze(-1) * Bc
-                rows += [dh, dc]
-            else:
-                rows.append(dh)
-            u = dh
-        return torch.cat(rows, dim=1)
+        return lstm_tangent(B, infos, self.W, self.H, self.hc, self.combine)
 
 
 def _initial_state(rnn: nn.Module, h0: Optional[State], K: int, like: torch.Tensor, unbatched: bool):
