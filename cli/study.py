@@ -200,3 +200,13 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_di
         click.echo(f"{m['method']:22s} {m['hpo']:5s} {m['e0'] or '-':>3} {m['ei'] or '-':>3} "
                    f"{m['final_test_ppl_mean']:9.2f} {m['regret_mean']:8.2f} {m['p_best']:7.3f} "
                    f"{m['train_epochs_mean']:7.1f}")
+    first = next((m["method"] for m in res["methods"] if m["method"].startswith("lsh")), None)
+    wins = [w for w in res["wins"] if w["a"] == first]
+    if wins:
+        click.echo(f"{first} against the others on the same seeds (P(better) with a 95% bootstrap interval; "
+                   f"--json: every pair):")
+        for w in wins:
+            setting = f"e0 = {w['e0']}, ei = {w['ei']}"  # (the LSH search's; loss runs the same schedule)
+            click.echo(f"  vs {w['b']:7s} {w['hpo']:5s} {setting:16s} {first} better {w['p_a_better']:.3f} "
+                       f"[{w['lo']:.3f}, {w['hi']:.3f}], worse {w['p_b_better']:.3f}, tie {w['p_tie']:.3f}; "
+                       f"test ppl {w['mean_diff']:+.2f}")

@@ -92,6 +92,12 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     parsed = json.loads(out.stdout)
     assert parsed["n"] == 6 and len(parsed["methods"]) == 2
     assert all((tmp_path / "fig" / f).exists() for f in ("regret.png", "rho.png", "curves.png", "replay.json"))
+    text = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
+                           "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
+                           "--methods", "lsh-pca2,loss,random", "--quiet"], capture_output=True, text=True, check=True)
+    assert "sparse runs with val ppl < 450" in text.stdout
+    assert [ln.split()[:2] for ln in text.stdout.splitlines() if ln.startswith("  vs ")] == [["vs", "loss"],
+                                                                                            ["vs", "random"]]
     bad = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--methods", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown method" in bad.stderr and "Traceback" not in bad.stderr
