@@ -63,16 +63,16 @@ def start_executor(cfg, kind: str, workers: int, ray_address):
     return ex
 
 
-def _clean(obj):
+def clean_json(obj):
     """NaN and inf are not valid JSON: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean_json(v) for v in obj]
     return obj
 
 
 def echo_json(obj) -> None:
-    click.echo(json.dumps(_clean(obj)))
+    click.echo(json.dumps(clean_json(obj)))

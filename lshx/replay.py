@@ -311,18 +311,23 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
             "regret_mean": float(np.mean(fin - np.array([r["best_test_ppl"] for r in rs]))),
             "p_best": float(np.mean([r["pick"] == r["best"] for r in rs])),
             # the same with each configuration's test ppl averaged over the table's seeds
-            "regret_of_means": float(np.mean([table.mean_test(r["pick"]) for r in rs]) - best_test),
+            "regret_of_means": float(np.mean(_penalized(table, np.array([table.mean_test(r["pick"]) for r in rs],
+                                                                         float))) - best_test),
             "diverged_picks": int(np.sum(~np.isfinite(test))),
             "distinct_picks": len({r["pick"] for r in rs}),
             "train_epochs_mean": float(np.mean([r["train_epochs"] for r in rs]))})
     wins = []
-    for (name, h, e0, ei), rs in runs.items():
-        if not name.startswith("lsh"):
-            continue
-        for other in ("loss", "full", "random"):
-            key = (other, h, e0, ei) if other == "loss" else (other, h, 0, 0)
-            if key not in runs:
-                continue
+    scheduled = [k for k in runs if k[2]]  # (method, hpo, e0, ei) of the LSH and loss searches
+    for ka in scheduled:
+        (name, h, e0, ei), rs = ka, runs[ka]
+        # an LSH method against every other LSH method at its setting (each pair once) and the
+        # loss search on the same schedule; every scheduled search against full and random
+        others = [k for k in ((o, h, 0, 0) for o in ("full", "random")) if k in runs]
+        if name != "loss":
+            others = [k for k in scheduled if k[1:] == ka[1:] and k[0] != "loss" and k[0] > name] + \
+                     [k for k in [("loss", h, e0, ei)] if k in runs] + others
+        for key in others:
+            other = key[0]
             a = _penalized(table, np.array([r["test_ppl"] for r in rs], float))
             b = _penalized(table, np.array([r["test_ppl"] for r in runs[key]], float))
             better = (a < b).astype(float)
@@ -345,7 +350,7 @@ def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spear
     from lshx.search.lsh import distances
 
     ids = list(range(1, len(table.configs)))
-    y = [table.test[0][i] for i in ids]
+    y = _last(table.test[0][i] for i in ids)
     rows = []
     for e in range(1, table.final_epochs + 1):
         row = {"epoch": e}
@@ -358,13 +363,21 @@ def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spear
             if e not in dense or dense[e].get("spectrum") is None:
                 continue
             d = distances(m.distance, dense, cands, e, ids)
-            row[m.name] = bootstrap_spearman([d[i] for i in ids], y, seed=e)
+            row[m.name] = bootstrap_spearman(_last(d[i] for i in ids), y, seed=e)
         val = [table.evals[0][i].get(e, {}).get("val_ppl") for i in ids]
         loss = [table.evals[0][i].get(e, {}).get("train_loss") for i in ids]
-        row["val_ppl"] = bootstrap_spearman([v if finite(v) else math.inf for v in val], y, seed=1000 + e)
-        row["train_loss"] = bootstrap_spearman([v if finite(v) else math.inf for v in loss], y, seed=2000 + e)
+        row["val_ppl"] = bootstrap_spearman(_last(val), y, seed=1000 + e)
+        row["train_loss"] = bootstrap_spearman(_last(loss), y, seed=2000 + e)
         rows.append(row)
     return rows
+
+
+def _last(values) -> List[float]:
+    """A diverged or missing value (None, inf, NaN) ranks after every finite one, all tied:
+    what a search does with it (eliminated first). Spearman rho sees ranks only."""
+    vals = [v if finite(v) else None for v in values]
+    top = max((v for v in vals if v is not None), default=0.0)
+    return [top + 1.0 if v is None else float(v) for v in vals]
 
 
 def figures(res: dict, out_dir: str | Path) -> List[Path]:

@@ -27,7 +27,8 @@ PLATEAU_PPL = 450.0
 
 def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) -> SearchConfig:
     """The SearchConfig of a table: gs24 is the paper's grid (all 24 points), random n seeded
-    draws from TPE's space; both with the full strategy (every configuration trained to P)."""
+    draws from TPE's space; both with the full strategy (every configuration trained to P), on
+    whole epochs unless max_batches is given (not the search preset's cap)."""
     if space not in SPACES:
         raise ConfigError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
     if space == "gs24":
@@ -38,7 +39,10 @@ def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) 
         if not n or n < 2:
             raise ConfigError("--space random needs --n N (N >= 2)")
         hpo = "random"
-    return SearchConfig.from_preset(task, preset, hpo=hpo, strategy="full", distance="pca2", n=n, e0=1, **over)
+    max_batches = over.pop("max_batches", None)
+    cfg = SearchConfig.from_preset(task, preset, hpo=hpo, strategy="full", distance="pca2", n=n, e0=1, **over)
+    cfg.max_batches = max_batches
+    return cfg
 
 
 def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str, seeds: int = 1,

@@ -9,6 +9,10 @@ import json
 import sys
 
 
+def num(v):
+    return "-" if v is None else f"{v:.1f}"  # (replay.json writes inf and NaN as null)
+
+
 def fmt_setting(m):
     return f"e0={m['e0']} ei={m['ei']}" if m["e0"] else "-"
 
@@ -17,7 +21,7 @@ def plateau(res):
     print("| epoch | sparse runs off the plateau (val ppl < 450) | median sparse val ppl | dense val ppl |")
     print("|---|---|---|---|")
     for r in res["off_plateau"]:
-        print(f"| {r['epoch']} | {r['off']}/{r['runs']} | {r['median_val_ppl']:.1f} | {r['dense_val_ppl']:.1f} |")
+        print(f"| {r['epoch']} | {r['off']}/{r['runs']} | {num(r['median_val_ppl'])} | {num(r['dense_val_ppl'])} |")
 
 
 def methods(res, hpo):
@@ -26,8 +30,8 @@ def methods(res, hpo):
     for m in res["methods"]:
         if m["hpo"] == hpo:
             by.setdefault(m["method"], []).append(m)
-    print(f"| method ({hpo}) | settings | regret, mean over settings | best setting | its regret | its p_best "
-          f"| its epochs |")
+    print(f"| method ({hpo}) | settings | regret, mean over its settings | its lowest-regret setting (optimistic: "
+          f"the best of up to 8) | that regret | its p_best | its epochs |")
     print("|---|---|---|---|---|---|---|")
     for name, ms in sorted(by.items(), key=lambda kv: min(m["regret_mean"] for m in kv[1])):
         best = min(ms, key=lambda m: m["regret_mean"])
@@ -61,15 +65,15 @@ def epochs_for_full_quality(res, hpo):
     full = full[0]
     print(f"Full training ({hpo}): regret {full['regret_mean']:.2f}, {full['train_epochs_mean']:.0f} epochs.")
     print()
-    print(f"| method ({hpo}) | cheapest setting with regret <= full's | its regret | its epochs | "
-          f"epochs saved against full |")
+    print(f"| method ({hpo}) | cheapest setting whose mean regret <= full's (point estimates) | its regret | "
+          f"its epochs | epochs saved against full |")
     print("|---|---|---|---|---|")
-    names = sorted({m["method"] for m in res["methods"] if m["e0"]})
+    names = sorted({m["method"] for m in res["methods"] if m["e0"] and m["hpo"] == hpo})
     for name in names:
         ok = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] == name
               and m["regret_mean"] <= full["regret_mean"]]
         if not ok:
-            print(f"| {name} | none | | | |")
+            print(f"| {name} | none of its settings | | | |")
             continue
         m = min(ok, key=lambda m: (m["train_epochs_mean"], m["regret_mean"]))
         saved = 1 - m["train_epochs_mean"] / full["train_epochs_mean"]
@@ -81,7 +85,7 @@ def signals(res):
     """Spearman rho of each signal at each epoch with the final test ppl (higher: the signal
     ranks the configurations more like their final test ppl); the best one with its interval."""
     sigs = sorted({k for r in res["rho"] for k in r if k != "epoch"})
-    print("| epoch | " + " | ".join(sigs) + " | best |")
+    print("| epoch | " + " | ".join(sigs) + " | highest rho (point estimate) [95%] |")
     print("|---|" + "---|" * (len(sigs) + 1))
     for r in res["rho"]:
         vals = {s: r[s]["rho"] for s in sigs if s in r and r[s]["rho"] is not None}
@@ -89,7 +93,8 @@ def signals(res):
         best = "-"
         if vals:
             b = max(vals, key=lambda s: vals[s])
-            best = f"{b} {vals[b]:.2f} [{r[b]['lo']:.2f}, {r[b]['hi']:.2f}]"
+            lo, hi = r[b]["lo"], r[b]["hi"]
+            best = f"{b} {vals[b]:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
         print(f"| {r['epoch']} | " + " | ".join(cells) + f" | {best} |")
 
 

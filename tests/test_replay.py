@@ -83,7 +83,8 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     for w in res["wins"]:
         assert w["p_a_better"] + w["p_b_better"] + w["p_tie"] == pytest.approx(1.0)
     assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random"),
-                                                       ("lsh-pca2", "full")}
+                                                       ("lsh-pca2", "full"), ("loss", "random"), ("loss", "full")}
+    assert len([w for w in res["wins"] if w["b"] == "loss"]) == 2  # once per setting (e0 = 1, 2)
     assert [r["epoch"] for r in res["rho"]] == [1, 2, 3, 4] and "val_ppl" in res["rho"][0]
     out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
@@ -158,3 +159,26 @@ def test_settings_past_the_tables_epochs_are_skipped_and_said(table_db):
     res = replay(table, [Method("lsh-pca2")], ("grid",), n=6, e0s=(1, 4), eis=(1,), seeds=1)
     assert [(m["e0"], m["ei"]) for m in res["methods"]] == [(1, 1)]
     assert res["skipped_settings"] == [{"e0": 4, "ei": 1, "last_elimination": 5}]
+
+
+def test_diverged_values_rank_last_in_rho():
+    from lshx.replay import _last
+
+    assert _last([3.0, math.inf, None, 1.0, float("nan")]) == [3.0, 4.0, 4.0, 1.0, 4.0]
+    assert _last([None, None]) == [1.0, 1.0]
+
+
+def test_replay_summary_script_on_a_replay(table_db, tmp_path):
+    """scripts/replay_summary.py reads what `--out` writes (inf and NaN written as null)."""
+    import pathlib
+
+    db, _ = table_db
+    subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t", "--n", "6",
+                    "--e0", "1,2", "--ei", "1", "--seeds", "4", "--methods", "lsh-pca2,loss,full,random",
+                    "--quiet", "--out", str(tmp_path)], check=True, capture_output=True)
+    json.loads((tmp_path / "replay.json").read_text())  # strict: no Infinity / NaN tokens
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "replay_summary.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "replay.json")], check=True,
+                         capture_output=True, text=True).stdout
+    assert "| e0=1 ei=1 |" in out and "| e0=2 ei=1 |" in out  # LSH against loss at both settings
+    assert "Full training (grid)" in out and "highest rho" in out

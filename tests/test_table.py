@@ -55,3 +55,12 @@ def test_off_plateau_counts_sparse_runs_below_the_threshold():
     assert rows[0]["dense_val_ppl"] == 410 and rows[1]["dense_val_ppl"] == 310
     assert rows[0]["median_val_ppl"] == 645  # (640 + 650) / 2
     assert rows[1]["median_val_ppl"] == 530  # 300, 440, 460, 600, inf (diverged), inf (missing)
+
+
+def test_table_options_are_checked_before_training():
+    """Whole epochs unless asked (not the search preset's cap); the RHN has no hc spectrum."""
+    assert table_configs("ptb-lstm", "gs24", None, "small", final_epochs=12).max_batches is None
+    assert table_configs("ptb-lstm", "gs24", None, "small", final_epochs=12, max_batches=5).max_batches == 5
+    with pytest.raises(ConfigError, match="single state vector"):
+        table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["hc", "h-orth"])
+    assert table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["h-orth"]).ls_extra == ["h-orth"]

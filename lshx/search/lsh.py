@@ -122,6 +122,8 @@ class SearchConfig:
         bad = set(self.ls_extra or ()) - set(LS_EXTRA)
         if bad:
             raise ConfigError(f"unknown extra spectrum {', '.join(sorted(bad))}; allowed: {', '.join(LS_EXTRA)}")
+        if self.task == "ptb-rhn" and any(LS_EXTRA[x].get("state", "h") != "h" for x in self.ls_extra or ()):
+            raise ConfigError("the RHN has a single state vector: no hc spectrum for ptb-rhn")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
         if self.device.startswith("cuda"):
