@@ -29,10 +29,12 @@ def table_db(tmp_path_factory):
     return db, str(d)
 
 
-@pytest.mark.parametrize("hpo", ["grid", "tpe"])
-def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path, hpo):
+@pytest.mark.parametrize("hpo,distance", [("grid", "pca2"), ("tpe", "pca2"), ("grid", "loss"), ("tpe", "raw")])
+def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path, hpo, distance):
     """n = 6 of 8: an elimination, an insertion proposed by the HPO method from the survivors,
-    its catch-up, a second elimination with it in the PCA fit, the final pick."""
+    its catch-up, a second elimination with it in the PCA fit, the final pick. The live
+    loss-based search computes no spectrum and trains its own runs: the same training seeds
+    must give it the table's perplexities."""
     from lshx.search.hpo import HyperoptProposer
 
     db, data = table_db
@@ -40,9 +42,9 @@ def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path, hpo):
     pool = [c for c in table.configs if c is not None]
     proposer = GridProposer("ptb-lstm", points=pool) if hpo == "grid" else HyperoptProposer("tpe", configs=pool)
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=data, max_batches=3, n=6, e0=2, ei=1, final_epochs=4,
-                                   hpo=hpo, train_seed=0, seed=5)
+                                   hpo=hpo, train_seed=0, seed=5, distance=distance)
     live = run_search(cfg, tmp_path / "live.sqlite", SerialExecutor(threads=1), quiet=True, proposer=proposer)
-    rep = replay_one(table, Method("lsh-pca2"), hpo, 6, 2, 1, 5)
+    rep = replay_one(table, Method(distance, distance=distance), hpo, 6, 2, 1, 5)
     assert len(live["rounds"]) == len(rep["rounds"]) == 2 and live["rounds"][0]["inserted"]
     for a, b in zip(live["rounds"], rep["rounds"]):
         assert (a["epoch"], a["alive"], a["eliminated"], a["inserted"]) == \
