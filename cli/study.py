@@ -144,11 +144,14 @@ def _int_list(ctx, param, value):
 @click.option("--ei", "eis", default="1,2", show_default=True, callback=_int_list)
 @click.option("--seeds", type=int, default=1000, show_default=True, help="Replays per setting.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes replaying settings in parallel.")
+@click.option("--full-curve/--no-full-curve", default=True, show_default=True,
+              help="With the full method: also replay full training of k = 1..all configurations (the anytime "
+                   "baseline; about 24 x --seeds replays more).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write regret.png, rho.png, curves.png and replay.json here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_dir, as_json, quiet):
+def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_curve, out_dir, as_json, quiet):
     """Replays searches on a table with the real search engine (nothing is trained): LSH with
     each distance and spectrum, the loss-based search on the same schedule, full training
     and a random pick, over --seeds seeds per setting."""
@@ -180,7 +183,8 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_di
         bar.total = total
         bar.update(1)
 
-    res = replay(table, chosen, hpos, n, e0s, eis, seeds, progress=progress, workers=workers, db_path=db)
+    res = replay(table, chosen, hpos, n, e0s, eis, seeds, progress=progress, workers=workers, db_path=db,
+                 full_curve=full_curve)
     bar.close()
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -195,12 +199,19 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, out_di
     for sk in res["skipped_settings"]:
         click.echo(f"skipped e0 = {sk['e0']}, ei = {sk['ei']}: its last elimination (epoch {sk['last_elimination']}) "
                    f"is after the table's last epoch")
+    if res["full_curve"]:
+        click.echo("full training of the first k configurations (seeded grid order), mean regret: " +
+                   ", ".join(f"{c['k']}: {c['regret_mean']:.1f}" for c in res["full_curve"]))
+    curve = bool(res["full_curve"])
     click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>8s} {'p_best':>7s} "
-               f"{'epochs':>7s}")
+               f"{'epochs':>7s}" + (f" {'full@same':>9s}" if curve else ""))
     for m in res["methods"]:
+        same = m.get("full_epochs_same_regret")
         click.echo(f"{m['method']:22s} {m['hpo']:5s} {m['e0'] or '-':>3} {m['ei'] or '-':>3} "
                    f"{m['final_test_ppl_mean']:9.2f} {m['regret_mean']:8.2f} {m['p_best']:7.3f} "
-                   f"{m['train_epochs_mean']:7.1f}")
+                   f"{m['train_epochs_mean']:7.1f}" + (f" {same if same is not None else '-':>9}" if curve else ""))
+    if res["full_curve"]:
+        click.echo("(full@same: the epochs full training of k configurations needs for the same mean regret)")
     first = next((m["method"] for m in res["methods"] if m["method"].startswith("lsh")), None)
     wins = [w for w in res["wins"] if w["a"] == first and w["b"] in ("loss", "full", "random")]
     if wins:

@@ -235,6 +235,32 @@ def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int],
     return out
 
 
+def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress) -> List[List[dict]]:
+    """Each task (method, hpo, n, e0, ei) replayed for seeds 0..seeds-1, in order; workers > 1
+    spreads the tasks over spawned processes, each loading the table from db_path."""
+    if workers <= 1:
+        out = []
+        for k, (m, h, n, e0, ei) in enumerate(tasks):
+            out.append([_slim(replay_one(table, m, h, n, e0, ei, s)) for s in range(seeds)])
+            if progress:
+                progress(k + 1, len(tasks))
+        return out
+    if db_path is None:
+        raise ConfigError("replay with workers needs the table's DB path")
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    out = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=(str(db_path), table.name)) as pool:
+        futs = [pool.submit(_worker_setting, (*task, seeds)) for task in tasks]
+        for k, f in enumerate(futs):
+            out.append(f.result())
+            if progress:
+                progress(k + 1, len(tasks))
+    return out
+
+
 _WORKER_TABLE: Optional[Table] = None
 
 
@@ -259,12 +285,14 @@ def _slim(r: dict) -> dict:
 
 def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Sequence[str] = ("grid", "tpe"),
            n: int = 8, e0s: Sequence[int] = (1, 2, 3, 4), eis: Sequence[int] = (1, 2), seeds: int = 1000,
-           progress=None, workers: int = 1, db_path: Optional[str] = None) -> dict:
+           progress=None, workers: int = 1, db_path: Optional[str] = None, full_curve: bool = True) -> dict:
     """Replays every setting `seeds` times (seeds 0..seeds-1, the same for every setting) and
     summarizes: per method and setting the mean final test ppl, the regret against the
     table's best configuration and how often that best was picked (both under the replay's
     draw of training seeds: the best of that draw), the epochs spent; pairwise
-    wins on the same seeds; Spearman rho of every early signal with the final test ppl.
+    wins on the same seeds; Spearman rho of every early signal with the final test ppl; with
+    the full method and full_curve, the anytime baseline (full training of the first k
+    configurations, k = 1..all) and for each setting the epochs it needs for the same regret.
     workers > 1 spreads the settings over processes (each loads the table from db_path)."""
     from lshx.study import bootstrap_spearman
 
@@ -282,24 +310,20 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     if not todo or (skipped and len(skipped) == len(e0s) * len(eis) and all(m.strategy == "lsh" for m in methods)):
         raise ConfigError(f"no setting fits the table's {table.final_epochs} epochs: with n = {n} the last "
                           f"elimination of every e0/ei asked for comes later (choose a smaller n, e0 or ei)")
-    if workers > 1:
-        if db_path is None:
-            raise ConfigError("replay with workers needs the table's DB path")
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                                 initargs=(str(db_path), table.name)) as pool:
-            futs = [pool.submit(_worker_setting, (m, h, n, e0, ei, seeds)) for m, h, e0, ei in todo]
-            for k, ((m, h, e0, ei), f) in enumerate(zip(todo, futs)):
-                runs[(m.name, h, e0, ei)] = f.result()
-                if progress:
-                    progress(k + 1, len(todo))
-    else:
-        for k, (m, h, e0, ei) in enumerate(todo):
-            runs[(m.name, h, e0, ei)] = [_slim(replay_one(table, m, h, n, e0, ei, s)) for s in range(seeds)]
-            if progress:
-                progress(k + 1, len(todo))
+    # full training of the first k configurations of the seeded grid order, k = 1..all: the
+    # anytime baseline (the paper's Fig. 3-right), in training epochs
+    full = next((m for m in methods if m.strategy == "full"), None)
+    curve_ks = list(range(1, len(table.configs))) if full is not None and full_curve else []
+    tasks = [(m, h, n, e0, ei) for m, h, e0, ei in todo] + [(full, "grid", k, 0, 0) for k in curve_ks]
+    results = _run_tasks(table, tasks, seeds, workers, db_path, progress)
+    for (m, h, e0, ei), rs in zip(todo, results):
+        runs[(m.name, h, e0, ei)] = rs
+    curve = []
+    for k, rs in zip(curve_ks, results[len(todo):]):
+        fin = _penalized(table, np.array([r["test_ppl"] for r in rs], float))
+        curve.append({"k": k, "train_epochs": k * table.final_epochs,
+                      "regret_mean": float(np.mean(fin - np.array([r["best_test_ppl"] for r in rs]))),
+                      "p_best": float(np.mean([r["pick"] == r["best"] for r in rs]))})
     out_methods = []
     for (name, h, e0, ei), rs in runs.items():
         test = np.array([r["test_ppl"] for r in rs], float)
@@ -316,6 +340,9 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
             "diverged_picks": int(np.sum(~np.isfinite(test))),
             "distinct_picks": len({r["pick"] for r in rs}),
             "train_epochs_mean": float(np.mean([r["train_epochs"] for r in rs]))})
+        same = next((c for c in curve if c["regret_mean"] <= out_methods[-1]["regret_mean"]), None)
+        # the epochs full training (in the seeded grid order) spends to pick as well on average
+        out_methods[-1]["full_epochs_same_regret"] = same["train_epochs"] if same else None
     wins = []
     scheduled = [k for k in runs if k[2]]  # (method, hpo, e0, ei) of the LSH and loss searches
     for ka in scheduled:
@@ -341,6 +368,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
             "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
             "off_plateau": summary["off_plateau"], "curves": summary["rows"], "skipped_settings": skipped,
+            "full_curve": curve,
             "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}
 
 
@@ -381,7 +409,8 @@ def _last(values) -> List[float]:
 
 
 def figures(res: dict, out_dir: str | Path) -> List[Path]:
-    """regret.png (mean regret against mean epochs spent, per method, one point per setting),
+    """regret.png (mean regret against mean epochs spent, per method, one point per setting,
+    and full training of the first k configurations as the anytime baseline),
     rho.png (rho of each signal against the epoch) and curves.png (the table's validation
     curves, the plateau line)."""
     import matplotlib
@@ -405,6 +434,10 @@ def figures(res: dict, out_dir: str | Path) -> List[Path]:
                 c, mk = style[name]
                 ax.plot([m["train_epochs_mean"] for m in ms], [m["regret_mean"] for m in ms], "-", marker=mk,
                         color=c, label=name, ms=5)
+        if res.get("full_curve"):
+            fc = res["full_curve"]
+            ax.plot([c["train_epochs"] for c in fc], [c["regret_mean"] for c in fc], "k--", lw=1,
+                    label="full training of k configs (grid order)" if hpo == hpos[-1] else None)
         ax.set_title(f"{res['table']}: n = {res['n']}, HPO {hpo}")
         ax.set_xlabel("training epochs spent (mean over seeds)")
         ax.grid(alpha=0.3)

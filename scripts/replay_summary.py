@@ -1,6 +1,6 @@
 """Summarizes a replay (`lshx study replay ... --out DIR` writes DIR/replay.json) as the markdown
 tables of docs/results.md (f): the plateau, every method's regret, LSH against the loss-based
-search setting by setting, the epochs each method needs to pick as well as full training,
+search setting by setting, the epochs full training needs to pick as well as each method,
 and which early signal ranks the configurations best at each epoch.
 
     python scripts/replay_summary.py docs/figures/replay/replay.json
@@ -56,29 +56,28 @@ def lsh_vs(res, hpo, a="lsh-pca2", b="loss"):
               f"{w['mean_diff']:+.2f} | {ma['train_epochs_mean']:.0f} / {mb['train_epochs_mean']:.0f} |")
 
 
-def epochs_for_full_quality(res, hpo):
-    """The cheapest setting of each method that picks at least as well as full training
-    (regret <= full's), and its epochs against full training's."""
-    full = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] == "full"]
-    if not full:
+def full_curve(res):
+    """The anytime baseline: full training of the first k configurations (seeded grid order)."""
+    print("| k configurations trained fully | training epochs | regret | p_best |")
+    print("|---|---|---|---|")
+    for c in res["full_curve"]:
+        print(f"| {c['k']} | {c['train_epochs']} | {c['regret_mean']:.2f} | {c['p_best']:.3f} |")
+
+
+def epochs_for_full_quality(res, hpo, names=("lsh-pca2", "loss")):
+    """Per setting: the epochs a method spends, and the epochs full training of k configurations
+    needs before its mean regret is as low (None: never, even with every configuration)."""
+    rows = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] in names and m["e0"]]
+    if not rows or "full_curve" not in res:
         return
-    full = full[0]
-    print(f"Full training ({hpo}): regret {full['regret_mean']:.2f}, {full['train_epochs_mean']:.0f} epochs.")
-    print()
-    print(f"| method ({hpo}) | cheapest setting whose mean regret <= full's (point estimates) | its regret | "
-          f"its epochs | epochs saved against full |")
-    print("|---|---|---|---|---|")
-    names = sorted({m["method"] for m in res["methods"] if m["e0"] and m["hpo"] == hpo})
-    for name in names:
-        ok = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] == name
-              and m["regret_mean"] <= full["regret_mean"]]
-        if not ok:
-            print(f"| {name} | none of its settings | | | |")
-            continue
-        m = min(ok, key=lambda m: (m["train_epochs_mean"], m["regret_mean"]))
-        saved = 1 - m["train_epochs_mean"] / full["train_epochs_mean"]
-        print(f"| {name} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {m['train_epochs_mean']:.0f} | "
-              f"{100 * saved:.0f}% |")
+    print(f"| method ({hpo}) | setting | regret | epochs | full training's epochs for that regret | "
+          f"full / method |")
+    print("|---|---|---|---|---|---|")
+    for m in sorted(rows, key=lambda m: (m["method"], m["e0"], m["ei"])):
+        f = m.get("full_epochs_same_regret")
+        ratio = f"{f / m['train_epochs_mean']:.2f}" if f else "-"
+        print(f"| {m['method']} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {m['train_epochs_mean']:.0f} | "
+              f"{f if f else 'not reached'} | {ratio} |")
 
 
 def signals(res):
@@ -112,6 +111,9 @@ def main(path):
         lsh_vs(res, hpo)
         print()
         epochs_for_full_quality(res, hpo)
+    if res.get("full_curve"):
+        print()
+        full_curve(res)
     print()
     signals(res)
 

@@ -81,6 +81,15 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     assert rnd["train_epochs_mean"] == table.final_epochs  # the pick still has to be trained
     full = [m for m in res["methods"] if m["method"] == "full"][0]
     assert full["train_epochs_mean"] == 6 * table.final_epochs  # every initial config trained to P
+    # the anytime baseline: k = 1..8 configs trained fully; its k = 6 is the full method itself,
+    # and with all 8 trained it always picks the configuration with the best validation ppl
+    curve = res["full_curve"]
+    assert [c["k"] for c in curve] == list(range(1, 9)) and curve[5]["regret_mean"] == full["regret_mean"]
+    assert curve[-1]["p_best"] in (0.0, 1.0) and curve[-1]["train_epochs"] == 8 * table.final_epochs
+    for m in res["methods"]:
+        f = m["full_epochs_same_regret"]
+        assert f is None or (f % table.final_epochs == 0 and
+                             [c for c in curve if c["train_epochs"] == f][0]["regret_mean"] <= m["regret_mean"])
     assert res["off_plateau"][-1]["runs"] == 8 and len(res["curves"]) == 9  # the dense model and the 8
     for w in res["wins"]:
         assert w["p_a_better"] + w["p_b_better"] + w["p_tie"] == pytest.approx(1.0)
@@ -183,4 +192,5 @@ def test_replay_summary_script_on_a_replay(table_db, tmp_path):
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "replay.json")], check=True,
                          capture_output=True, text=True).stdout
     assert "| e0=1 ei=1 |" in out and "| e0=2 ei=1 |" in out  # LSH against loss at both settings
-    assert "Full training (grid)" in out and "highest rho" in out
+    assert "full training's epochs for that regret" in out and "highest rho" in out
+    assert "| 8 | 32 |" in out  # the anytime curve ends with all 8 configurations trained 4 epochs
