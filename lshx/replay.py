@@ -20,7 +20,7 @@ from lshx.errors import ConfigError
 from lshx.search import jobs as J
 from lshx.search.executors import Executor
 from lshx.search.hpo import GridProposer, HyperoptProposer, Proposer
-from lshx.search.lsh import Search, SearchConfig, round_seed
+from lshx.search.lsh import Search, SearchConfig, elimination_epochs, round_seed
 from lshx.search.rundb import MemoryRunDB
 from lshx.search.space import config_hash
 from lshx.table import Table, finite, is_grid_table
@@ -220,8 +220,6 @@ def _bootstrap_mean(x: np.ndarray, reps: int = 2000, seed: int = 0) -> Tuple[flo
 def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int], eis: Sequence[int],
              final_epochs: int, n: int) -> List[Tuple[Method, str, int, int]]:
     """Every (method, hpo, e0, ei) that fits in the table's P (full and random take no e0/ei)."""
-    from lshx.search.lsh import elimination_epochs
-
     out = []
     for m in methods:
         for h in hpos:
@@ -303,8 +301,6 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     best_test = table.mean_test(best)
     runs: Dict[tuple, List[dict]] = {}
     todo = settings(methods, hpos, e0s, eis, table.final_epochs, n)
-    from lshx.search.lsh import elimination_epochs
-
     skipped = [{"e0": e0, "ei": ei, "last_elimination": elimination_epochs(n, e0, ei)[-1]}
                for e0 in e0s for ei in eis if elimination_epochs(n, e0, ei)[-1] > table.final_epochs]
     if not todo or (skipped and len(skipped) == len(e0s) * len(eis) and all(m.strategy == "lsh" for m in methods)):
