@@ -137,7 +137,7 @@ def load_table(db_path: str | Path, name: str) -> Table:
     when it is missing or not finished."""
     if not Path(db_path).exists():
         raise ConfigError(f"no run DB at {db_path}")
-    db = RunDB(db_path)
+    db = RunDB(db_path, readonly=True)
     try:
         names = [n for n in db.search_names() if n.startswith(f"{name}-t") and n[len(name) + 2:].isdigit()]
         if not names:

@@ -15,14 +15,15 @@ OUT=docs/figures/replay
 export OMP_NUM_THREADS=1
 "$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both \
   --executor process --workers "$WORKERS" --db "$DB" --name "$NAME" --resume
-# one self-contained file (no -wal), without the lease of the process that trained it
+# one self-contained file (no -wal, rollback journal: reading it read-only writes nothing beside it),
+# without the lease of the process that trained it
 rm -f "$TABLE"
 "$BIN/python" - "$DB" "$TABLE" <<'PY'
 import sqlite3, sys
 sqlite3.connect(sys.argv[1]).execute("VACUUM INTO ?", (sys.argv[2],))
 with sqlite3.connect(sys.argv[2]) as c:
     c.execute("DELETE FROM leases")
-c = sqlite3.connect(sys.argv[2]); c.execute("VACUUM"); c.close()
+c = sqlite3.connect(sys.argv[2]); c.execute("VACUUM"); c.execute("PRAGMA journal_mode=DELETE"); c.close()
 PY
 mkdir -p "$OUT"
 "$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both \

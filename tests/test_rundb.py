@@ -159,3 +159,27 @@ def test_a_busy_db_is_waited_on(tmp_path):
     assert waited > 0.5
     assert db.tests(0) == {"held": 1.0, "mine": 2.0}
     db.close()
+
+
+def test_a_readonly_open_writes_nothing_and_refuses_an_older_schema(tmp_path):
+    """What a committed table is read with: the file stays byte for byte as it is (no switch to
+    WAL, no -wal/-shm beside it); a DB that would need migrating is refused, not migrated."""
+    path = tmp_path / "t.sqlite"
+    db = RunDB(path)
+    db.create_search("s", "ptb-lstm", {"seed": 0})
+    db.close()
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=DELETE")
+    c.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    ro = RunDB(path, readonly=True)
+    assert ro.get_search("s")["task"] == "ptb-lstm"
+    ro.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.sqlite"]
+    old = tmp_path / "old.sqlite"
+    sqlite3.connect(old).executescript(OLD_SCHEMA)
+    with pytest.raises(LshxError, match="older lshx"):
+        RunDB(old, readonly=True)
+    with pytest.raises(LshxError, match="no run DB"):
+        RunDB(tmp_path / "missing.sqlite", readonly=True)

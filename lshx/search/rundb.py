@@ -55,9 +55,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 class RunDB:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        """readonly: reads a finished DB without writing to it, not even its journal mode (a
+        committed table stays byte for byte as it is, and no -wal/-shm files appear beside it)."""
         self.path = Path(path)
         self._check_file()
+        if readonly:
+            self._open_readonly()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = connect(self.path)
@@ -76,6 +81,23 @@ class RunDB:
             self.conn.close()
             raise
         self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise LshxError(f"no run DB at {self.path}")
+        try:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                        timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            ok = self._schema_ok()
+        except sqlite3.Error as exc:
+            raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
+        except BaseException:
+            self.conn.close()
+            raise
+        if not ok:
+            self.conn.close()
+            raise LshxError(f"the run DB {self.path} was written by an older lshx: open it once with a command "
+                            f"that writes (e.g. lshx report {self.path}) to bring it up to date")
 
     def _check_file(self) -> None:
         if self.path.is_dir():
