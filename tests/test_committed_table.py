@@ -1,0 +1,64 @@
+"""The committed GS-24 table (docs/tables/) is complete and self-contained, and the replay
+numbers of docs/results.md (f) (docs/figures/replay/replay.json) come back from it with
+this code: the same searches on the same table give the same means, to the last digit."""
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lshx.replay import default_methods, replay
+from lshx.table import is_grid_table, load_table
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = ROOT / "docs" / "tables" / "gs24-small-P12.sqlite"
+NAME = "gs24-small-P12"
+REPLAY = ROOT / "docs" / "figures" / "replay" / "replay.json"
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_table(DB, NAME)
+
+
+def test_the_table_is_the_whole_grid_trained_to_p_with_every_signal(table):
+    assert is_grid_table(table) and len(table.configs) == 25 and table.configs[0] is None
+    assert table.final_epochs == 12 and len(table.evals) == 1
+    for i in range(len(table.configs)):
+        ev = table.evals[0][i]
+        assert sorted(ev) == list(range(1, 13)), i
+        for e, r in ev.items():
+            assert math.isfinite(r["val_ppl"]) and math.isfinite(r["train_loss"]), (i, e)
+            # h (2 layers of 200), (h, c) and h with the aligned warm-up; the dense model's too
+            assert len(r["spectrum"]) == 400 and all(map(math.isfinite, r["spectrum"])), (i, e)
+            assert len(r["extra"]["hc"]) == 800 and len(r["extra"]["h-orth"]) == 400, (i, e)
+        assert math.isfinite(table.test[0][i]) and table.test[0][i] > 1
+
+
+def test_the_committed_db_holds_no_checkpoints_and_no_lease():
+    c = sqlite3.connect(f"file:{DB}?mode=ro", uri=True)
+    try:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] != "wal"  # one self-contained file
+        assert c.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        # only spectra and perplexities: a checkpoint of the small preset alone is megabytes
+        assert max(len(r[0] or "") for r in c.execute("SELECT spectrum FROM evals")) < 20_000
+    finally:
+        c.close()
+    assert DB.stat().st_size < 20_000_000
+
+
+def test_the_committed_replay_numbers_come_back_from_the_table(table):
+    """LSH (pca2) and the loss-based search at e0 = 2, ei = 1 with the grid, over the same
+    1000 seeds as the committed replay: identical means and pick statistics."""
+    want = json.loads(REPLAY.read_text())
+    assert want["table"] == NAME and want["best"]["test_ppl"] == table.mean_test(table.best())
+    methods = [m for m in default_methods(table) if m.name in ("lsh-pca2", "loss")]
+    got = replay(table, methods, hpos=("grid",), e0s=(2,), eis=(1,), seeds=want["methods"][0]["seeds"],
+                 full_curve=False)
+    assert len(got["methods"]) == 2
+    for m in got["methods"]:
+        ref = next(r for r in want["methods"] if (r["method"], r["hpo"], r["e0"], r["ei"]) ==
+                   (m["method"], "grid", 2, 1))
+        for k in ("final_test_ppl_mean", "regret_mean", "p_best", "train_epochs_mean", "distinct_picks"):
+            assert m[k] == pytest.approx(ref[k], rel=1e-12, abs=1e-12), (m["method"], k)
