@@ -88,8 +88,12 @@ class RunDB:
         try:
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                         timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            ok = self._schema_ok()
         except sqlite3.Error as exc:
+            raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
+        try:
+            ok = self._schema_ok()
+        except sqlite3.Error as exc:  # e.g. a truncated file: closed like every other refusal
+            self.conn.close()
             raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
         except BaseException:
             self.conn.close()
