@@ -114,6 +114,25 @@ def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state,
     _echo_plateau(res["off_plateau"])
 
 
+@study_group.command("snapshot")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_cmd(db, out, as_json):
+    """A self-contained copy of run DB DB at OUT, to commit or carry to another machine while
+    the run goes on (no lease, no -wal, no checkpoints): `lshx study table --db OUT --resume`
+    there skips every finished evaluation and retrains only what was in flight."""
+    from lshx.table import snapshot
+
+    res = snapshot(db, out)
+    if as_json:
+        echo_json(res)
+        return
+    done = sum(st == "done" for st in res["searches"].values())
+    click.echo(f"{res['snapshot']}: {res['bytes'] / 1e6:.1f} MB, {res['evals']} evaluations, {res['tests']} test "
+               f"perplexities, {done} of {len(res['searches'])} searches finished")
+
+
 def _echo_plateau(rows) -> None:
     """Per epoch: sparse runs off the unigram plateau, their median and the dense val ppl."""
     click.echo(f"sparse runs with val ppl < {rows[0]['threshold']:.0f}, by epoch (median sparse / dense val ppl):")

@@ -171,6 +171,50 @@ def load_table(db_path: str | Path, name: str) -> Table:
         db.close()
 
 
+def snapshot(db_path: str | Path, out_path: str | Path) -> dict:
+    """A self-contained copy of a run DB, safe to commit or carry to another machine while the
+    run goes on: one file (VACUUM INTO, then the rollback journal, so that reading it writes
+    nothing beside it), without leases (the process that holds one stays the owner of the
+    original only). Checkpoints stay behind: a table resumed from the copy skips every
+    finished evaluation and test, and retrains what was in flight. Written to a temporary file
+    and renamed, so `out_path` is the old copy or the new one, never half of one."""
+    import os
+    import sqlite3
+
+    src, out = Path(db_path), Path(out_path)
+    if not src.is_file():
+        raise ConfigError(f"no run DB at {src}")
+    if out.exists() and out.resolve() == src.resolve():
+        raise ConfigError(f"the snapshot of {src} would overwrite it: give another path")
+    RunDB(src, readonly=True).close()  # refuses what is not a run DB, in one line
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        con = sqlite3.connect(f"file:{src.resolve()}?mode=ro", uri=True)
+        try:
+            con.execute("VACUUM INTO ?", (str(tmp),))
+        finally:
+            con.close()
+        con = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            con.execute("DELETE FROM leases")
+            con.execute("PRAGMA journal_mode=DELETE")
+            con.execute("VACUUM")
+            searches = con.execute("SELECT name, status FROM searches ORDER BY name").fetchall()
+            evals = con.execute("SELECT COUNT(*) FROM evals").fetchone()[0]
+            tests = con.execute("SELECT COUNT(*) FROM tests").fetchone()[0]
+        finally:
+            con.close()
+        os.replace(tmp, out)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot snapshot {src} into {out}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"db": str(src), "snapshot": str(out), "bytes": out.stat().st_size, "evals": evals, "tests": tests,
+            "searches": {n: st for n, st in searches}}
+
+
 def is_grid_table(table: Table) -> bool:
     """Whether the table's configurations are exactly the task's 24-point grid."""
     want = {config_hash(c) for c in grid(table.task)}

@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
-# Issue 14's experiment, end to end and resumable: trains the GS-24 table (whole PTB-16%
-# epochs, P = 12, small preset; hours on 2 cores: rerun to resume), a commit-ready copy of its
-# run DB in docs/tables/ (spectra and perplexities, no checkpoints), replays 1000 searches per
-# setting on it and writes the figures, replay.json and the markdown tables of docs/results.md (f).
-#   nice -n 10 bash scripts/gs24.sh            (WORKERS=2 by default; lshx from .venv or PATH)
+# The GS-24 experiment, end to end and resumable: trains the GS-24 table (whole PTB-16% epochs,
+# P = 12, small preset, SEEDS training seeds; about 7 h a seed on 2 cores: rerun to resume), a
+# commit-ready copy of its run DB in docs/tables/ (spectra and perplexities, no checkpoints),
+# replays 1000 searches per setting on it and writes the figures, replay.json and the markdown
+# tables of docs/results.md (f).
+#   nice -n 10 bash scripts/gs24.sh            (WORKERS=2, SEEDS=3 by default; lshx from .venv or PATH)
+#   bash scripts/gs24.sh snapshot              (while it trains: the run DB as it is now, into
+#                                               docs/tables/NAME.partial.sqlite, to commit)
+# On a machine without runs/gs24.sqlite the run starts from the newest committed state: the
+# partial snapshot if there is one, else the finished table. Finished evaluations and tests are
+# never trained again; what was in flight when the snapshot was taken is retrained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$( [ -x .venv/bin/lshx ] && echo .venv/bin || dirname "$(command -v lshx)" )}
 WORKERS=${WORKERS:-2}
+SEEDS=${SEEDS:-3}
 NAME=gs24-small-P12
 DB=runs/gs24.sqlite
 TABLE=docs/tables/$NAME.sqlite
+PARTIAL=docs/tables/$NAME.partial.sqlite
 OUT=docs/figures/replay
 export OMP_NUM_THREADS=1
-"$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both \
+if [ "${1:-}" = snapshot ]; then
+  exec "$BIN/lshx" study snapshot "$DB" "$PARTIAL"
+fi
+if [ ! -f "$DB" ]; then
+  mkdir -p "$(dirname "$DB")"
+  if [ -f "$PARTIAL" ]; then cp "$PARTIAL" "$DB"; else cp "$TABLE" "$DB"; fi
+fi
+"$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both --seeds "$SEEDS" \
   --executor process --workers "$WORKERS" --db "$DB" --name "$NAME" --resume
 # one self-contained file (no -wal, rollback journal: reading it read-only writes nothing beside it),
-# without the lease of the process that trained it
-rm -f "$TABLE"
-"$BIN/python" - "$DB" "$TABLE" <<'PY'
-import sqlite3, sys
-sqlite3.connect(sys.argv[1]).execute("VACUUM INTO ?", (sys.argv[2],))
-with sqlite3.connect(sys.argv[2]) as c:
-    c.execute("DELETE FROM leases")
-c = sqlite3.connect(sys.argv[2]); c.execute("VACUUM"); c.execute("PRAGMA journal_mode=DELETE"); c.close()
-PY
+# without the lease of the process that trained it; the partial snapshot has done its job
+"$BIN/lshx" study snapshot "$DB" "$TABLE"
+rm -f "$PARTIAL"
 mkdir -p "$OUT"
-"$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both \
+"$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both --seeds "$SEEDS" \
   --db "$DB" --name "$NAME" --resume --quiet > "$OUT/table.txt"  # (finished: prints its summary)
 SECONDS=0
 "$BIN/lshx" study replay "$TABLE" --table "$NAME" --workers "$WORKERS" --out "$OUT" --quiet > "$OUT/replay.txt"

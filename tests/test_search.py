@@ -445,3 +445,21 @@ def test_replays_of_a_grid_table_start_from_the_live_grid_order():
     table = Table("g", "ptb-lstm", {"final_epochs": 4}, [None] + pool, [[{}] * 25], [[1.0] * 25])
     live = make_proposer("grid", "ptb-lstm")
     assert _proposer(table, "grid").propose([], 8, set(), 3) == live.propose([], 8, set(), 3)
+
+
+def _square(job):
+    import time
+
+    time.sleep(job["wait"])
+    return job["x"] ** 2
+
+
+def test_process_map_unordered_yields_each_result_as_it_finishes():
+    """A search stores each job's result as soon as that job is done, not behind a slower one."""
+    ex = make_executor("process", 2)
+    try:
+        got = list(ex.map_unordered(_square, [{"x": 2, "wait": 1.5}, {"x": 3, "wait": 0.0}, {"x": 4, "wait": 0.0}]))
+    finally:
+        ex.close()
+    assert sorted(got) == [(0, 4), (1, 9), (2, 16)]
+    assert got[-1] == (0, 4)  # the slow first job came last

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lshx.errors import ConfigError
+from lshx.errors import ConfigError, LshxError
 from lshx.search.executors import SerialExecutor
 from lshx.table import load_table, table_configs, train_table
 
@@ -64,3 +64,66 @@ def test_table_options_are_checked_before_training():
     with pytest.raises(ConfigError, match="single state vector"):
         table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["hc", "h-orth"])
     assert table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["h-orth"]).ls_extra == ["h-orth"]
+
+
+class _Recording(SerialExecutor):
+    """A serial executor that remembers which candidates it trained."""
+
+    def __init__(self):
+        super().__init__(threads=1)
+        self.trained = []
+
+    def map(self, fn, jobs):
+        for j in jobs:
+            self.trained.append(j["key"])
+            yield fn(j)
+
+
+def test_a_table_resumes_from_a_snapshot_without_checkpoints(tiny_data, tmp_path):
+    """What scripts/gs24.sh relies on across sessions: a snapshot (no checkpoints, no lease)
+    taken while a seed trains resumes on another machine; every finished evaluation and test is
+    kept, and the runs that were in flight retrain to the same numbers."""
+    import shutil
+    import sqlite3
+
+    from lshx.table import snapshot
+
+    cfg = table_configs("ptb-lstm", "random", 3, "smoke", data=tiny_data, max_batches=2, final_epochs=2)
+    first = tmp_path / "one" / "t.sqlite"
+    whole = train_table(cfg, first, SerialExecutor(threads=1), "t", seeds=2, quiet=True)
+    # seed 1 as a snapshot taken while two of its runs were in flight: their results not stored yet
+    table = load_table(first, "t")
+    with sqlite3.connect(first) as con:
+        keys = [r[0] for r in con.execute("SELECT eval_key FROM candidates WHERE search='t-t1' ORDER BY cid")]
+        for k in keys[1:3]:
+            con.execute("DELETE FROM evals WHERE eval_key=?", (k,))
+            con.execute("DELETE FROM tests WHERE eval_key=?", (k,))
+        con.execute("UPDATE searches SET status='running', result=NULL WHERE name='t-t1'")
+        con.execute("INSERT INTO leases VALUES ('t-t1', 'elsewhere', 1, 0, 'x', 0)")
+    info = snapshot(first, tmp_path / "two" / "t.sqlite")
+    assert info["searches"] == {"t-t0": "done", "t-t1": "running"}
+    with sqlite3.connect(tmp_path / "two" / "t.sqlite") as con:
+        assert con.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not (tmp_path / "two" / "t-runs").exists()
+    shutil.rmtree(tmp_path / "one")  # the first machine is gone
+    ex = _Recording()
+    again = train_table(cfg, tmp_path / "two" / "t.sqlite", ex, "t", seeds=2, resume=True, quiet=True)
+    assert sorted(ex.trained) == sorted(keys[1:3])  # only what was in flight
+    assert again == whole  # the same perplexities, to the last bit
+    back = load_table(tmp_path / "two" / "t.sqlite", "t")
+    for i in (1, 2):  # the retrained runs: spectra and losses too
+        for e in (1, 2):
+            for f in ("val_ppl", "spectrum", "train_loss"):
+                assert back.evals[1][i][e][f] == table.evals[1][i][e][f]
+
+
+def test_snapshot_refuses_what_it_cannot_copy(tmp_path):
+    from lshx.table import snapshot
+
+    with pytest.raises(ConfigError, match="no run DB"):
+        snapshot(tmp_path / "none.sqlite", tmp_path / "s.sqlite")
+    (tmp_path / "x.sqlite").write_text("not a database")
+    with pytest.raises(LshxError, match="not an SQLite"):
+        snapshot(tmp_path / "x.sqlite", tmp_path / "s.sqlite")
+    assert not (tmp_path / "s.sqlite").exists()

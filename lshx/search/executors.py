@@ -10,9 +10,9 @@ from collections import Counter
 import logging
 import os
 from abc import ABC, abstractmethod
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from lshx.errors import ConfigError
 
@@ -27,6 +27,11 @@ class Executor(ABC):
     @abstractmethod
     def map(self, fn: Callable, jobs: List[dict]) -> Iterator:
         """Yields fn(job) for every job, in the order of `jobs`."""
+
+    def map_unordered(self, fn: Callable, jobs: List[dict]) -> Iterator[Tuple[int, object]]:
+        """Yields (i, fn(jobs[i])) for every job as it finishes, so that a caller can store each
+        result at once instead of behind a slower job (default: in order)."""
+        return enumerate(self.map(fn, jobs))
 
     def describe(self) -> dict:
         """Where the jobs ran, for the command's output."""
@@ -79,6 +84,11 @@ class ProcessExecutor(Executor):
         futures = [self.pool.submit(fn, j) for j in jobs]
         for f in futures:
             yield f.result()
+
+    def map_unordered(self, fn, jobs):
+        futures = {self.pool.submit(fn, j): i for i, j in enumerate(jobs)}
+        for f in as_completed(futures):
+            yield futures[f], f.result()
 
     def describe(self) -> dict:
         return {"kind": self.kind, "workers": self.workers}
@@ -133,15 +143,28 @@ class RayExecutor(Executor):
             raise ConfigError(f"--threads {threads}: every job asks Ray for {threads} CPUs on one node, and no node "
                               f"of this cluster has that many (CPUs per node: {', '.join(f'{c:g}' for c in cpus)})")
 
-    def map(self, fn, jobs):
+    def _submit(self, fn, jobs) -> list:
         jobs = list(jobs)
         threads = max([int(j.get("threads") or 1) for j in jobs] or [1])
         remote = self.ray.remote(num_cpus=threads)(_on_node)
-        refs = [remote.remote(fn, j) for j in jobs]
-        for r in refs:
-            out, node = self.ray.get(r)
-            self.jobs_per_node[node] += 1
-            yield out
+        return [remote.remote(fn, j) for j in jobs]
+
+    def _get(self, ref):
+        out, node = self.ray.get(ref)
+        self.jobs_per_node[node] += 1
+        return out
+
+    def map(self, fn, jobs):
+        for r in self._submit(fn, jobs):
+            yield self._get(r)
+
+    def map_unordered(self, fn, jobs):
+        refs = self._submit(fn, jobs)
+        index = {r: i for i, r in enumerate(refs)}
+        pending = refs
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            yield index[done[0]], self._get(done[0])
 
     def describe(self) -> dict:
         return {"kind": self.kind, "address": self.address, "jobs_per_node": dict(self.jobs_per_node)}

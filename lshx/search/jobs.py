@@ -45,7 +45,8 @@ def _threads(n):
 def advance(job: dict) -> dict:
     """job: {key, train (TrainConfig dict), ls (LSConfig dict or None), target, dir, threads,
     ls_extra (optional {label: LSConfig overrides}: more spectra per epoch, e.g. the hc state),
-    node (optional: where it runs, recorded with each epoch)}."""
+    node (optional: where it runs, recorded with each epoch), test (optional: also return the
+    test perplexity of the best-validation checkpoint, as test_ppl)}."""
     with _threads(job.get("threads")):
         return _advance(job)
 
@@ -102,15 +103,26 @@ def _advance(job: dict) -> dict:
         trainer.save(last, extra={"lsh_evals": evals})
         if diverged:
             break
-    return {"key": job["key"], "evals": evals, "trained": trained, "dir": str(d)}
+    out = {"key": job["key"], "evals": evals, "trained": trained, "dir": str(d)}
+    if job.get("test"):  # while the checkpoint is here: a run DB moved without its checkpoints keeps it
+        diverged = trainer.diverged or any(e["diverged"] for e in evals)
+        out["test_ppl"] = _best_test_ppl(trainer, best) if best.exists() else (math.inf if diverged else None)
+    return out
 
 
 def _test_perplexity(job: dict) -> float:
-    from lshx.train import TrainConfig, Trainer, load_model, perplexity
+    from lshx.train import TrainConfig, Trainer
 
     cfg = TrainConfig.from_dict(job["train"])
     trainer = Trainer(cfg, corpus=_corpus(cfg.data), quiet=True, progress=False)
-    _, ck = load_model(Path(job["dir"]) / "best.pt")
+    return _best_test_ppl(trainer, Path(job["dir"]) / "best.pt")
+
+
+def _best_test_ppl(trainer, best: Path) -> float:
+    """Test perplexity of the checkpoint `best`, loaded into the trainer's model."""
+    from lshx.train import load_model, perplexity
+
+    _, ck = load_model(best)
     trainer.model.load_state_dict(ck["state_dict"])
     trainer.model.set_masks(ck["masks"])
     return perplexity(trainer.evaluate("test"))

@@ -345,9 +345,12 @@ class Search:
         moved without its runs folder) is said in one line."""
         out: Dict[int, float] = {}
         todo = []
+        stored = self.db.tests(self.cfg.seed)  # (the full strategy's jobs store them as they finish)
         for i, cand in enumerate(cands):
             ck = Path(cand["ckpt_dir"]) / "best.pt"
-            if ck.exists():
+            if cand["eval_key"] in stored:
+                out[i] = stored[cand["eval_key"]]
+            elif ck.exists():
                 todo.append(i)
             elif any(e["diverged"] for e in self.evals(cand).values()):
                 out[i] = math.inf
@@ -368,11 +371,19 @@ class Search:
             self.train_epochs_used[c] = max(self.train_epochs_used.get(c, 0), target)
         if not todo:
             return
+        # the full strategy tests every candidate it trains to the end, in the same job, while
+        # its checkpoint is at hand: a run DB carried to another machine without its
+        # checkpoints (a table resumed from a committed snapshot) needs none of them again
+        test = self.cfg.strategy == "full" and target >= self.cfg.final_epochs
+        jobs = [{**self._job(c, target), "test": test} for c in todo]
         bar = Progress(len(todo), what, enabled=None if not self.quiet else False)
-        for cand, res in zip(todo, self.ex.map(J.advance, [self._job(c, target) for c in todo])):
+        for i, res in self.ex.map_unordered(J.advance, jobs):  # each stored as soon as it is done
             self.check_lease()
-            for ev in res["evals"]:
-                self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(cand["ckpt_dir"]) / "last.pt"))
+            with self.db.transaction():
+                for ev in res["evals"]:
+                    self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(todo[i]["ckpt_dir"]) / "last.pt"))
+                if res.get("test_ppl") is not None:
+                    self.db.put_test(res["key"], self.cfg.seed, res["test_ppl"])
             bar.update(1)
         bar.close()
 

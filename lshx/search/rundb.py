@@ -286,6 +286,7 @@ class MemoryRunDB:
         self._cands: Dict[str, Dict[int, dict]] = {}
         self._evals: Dict[tuple, Dict[int, dict]] = {}
         self._rounds: Dict[str, Dict[int, dict]] = {}
+        self._tests: Dict[tuple, float] = {}
 
     def close(self) -> None:
         pass
@@ -323,6 +324,12 @@ class MemoryRunDB:
 
     def evals(self, eval_key: str, seed: int) -> Dict[int, dict]:
         return dict(self._evals.get((eval_key, seed), {}))
+
+    def put_test(self, eval_key: str, seed: int, test_ppl: float) -> None:
+        self._tests[(eval_key, seed)] = test_ppl
+
+    def tests(self, seed: int) -> Dict[str, float]:
+        return {k: v for (k, s), v in self._tests.items() if s == seed}
 
     def put_round(self, search: str, round_: int, epoch: int, alive: list, eliminated: list, inserted: list,
                   distances: dict) -> None:
