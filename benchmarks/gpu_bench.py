@@ -2,7 +2,7 @@
 $OUT/bench.jsonl as soon as it finishes (a time-out still returns what ran), with its own
 time limit, and a failing case is recorded and the rest go on.
 
-Each case is what the matching `lshx bench ...` command runs (lshx.bench), on CUDA."""
+Each case is what the matching `lshx bench ...` command runs (lshx.studies.bench), on CUDA."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from lshx import bench
+from lshx.studies import bench
 
 OUT = os.environ.get("OUT", "gpu-results")
 

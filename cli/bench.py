@@ -28,7 +28,7 @@ def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, qr, a
     (the same GEMMs and QR timed alone)."""
     import torch
 
-    from lshx.bench import format_table, ls_step_case
+    from lshx.studies.bench import format_table, ls_step_case
 
     case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference, device=device, qr=qr)
     case["threads"] = torch.get_num_threads()
@@ -52,7 +52,7 @@ def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, qr, a
 @click.option("--json", "as_json", is_flag=True)
 def matmul_cmd(out_features, in_features, batch, densities, device, train, path, as_json):
     """Masked linear map: dense GEMM on the masked weight against lshx's path."""
-    from lshx.bench import format_table, matmul_case
+    from lshx.studies.bench import format_table, matmul_case
 
     cases = [matmul_case(out_features, in_features, batch, d, device, train=train, path=path) for d in densities]
     if as_json:
@@ -71,7 +71,7 @@ def matmul_cmd(out_features, in_features, batch, densities, device, train, path,
 def recurrence_cmd(hidden, batch, steps, densities, device, as_json):
     """One sparse LSTM layer's T steps (inference): the dense per-step recurrence on the masked
     W_hh against lshx.ops.lstm_recurrence (CSR; the persistent kernel on CUDA)."""
-    from lshx.bench import format_table, recurrence_case
+    from lshx.studies.bench import format_table, recurrence_case
 
     cases = [recurrence_case(hidden, batch, steps, d, device) for d in densities]
     if as_json:
@@ -90,7 +90,7 @@ def recurrence_cmd(hidden, batch, steps, densities, device, as_json):
 def train_epoch_cmd(task, preset, density, batches, device, as_json):
     """ms per training batch on the same batches: dense, Selfish-RNN's way (ptb-lstm), lshx's
     sparse training, and lshx's per-step reference loop."""
-    from lshx.bench import format_table, train_epoch_case
+    from lshx.studies.bench import format_table, train_epoch_case
 
     cases = [train_epoch_case(task, preset, density, batches, device=device)]
     if as_json:

@@ -6,6 +6,7 @@ import math
 
 import click
 
+from lshx.search.executors import EXECUTORS
 from lshx.sparse.config import DEATHS, GROWTHS, INITS, REDISTRIBUTIONS
 
 
@@ -34,7 +35,7 @@ def dst_overrides(**kw) -> dict:
 def executor_options(f):
     """--executor/--workers/--ray-address/--threads of the commands that run a search."""
     for opt in reversed([
-        click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default="serial",
+        click.option("--executor", type=click.Choice(EXECUTORS), default="serial",
                      show_default=True, help="Where the training jobs run."),
         click.option("--workers", type=int, default=2, show_default=True,
                      help="Processes (or CPUs of a local Ray cluster)."),
@@ -46,6 +47,28 @@ def executor_options(f):
     ]):
         f = opt(f)
     return f
+
+
+def run_db_options(default_db: str, what: str):
+    """The options of a command that trains into a run DB: --data, --device, the executor's,
+    --db, --name, --resume, --wait, --json, --quiet. `what` names what it trains (the help)."""
+    def wrap(f):
+        for opt in reversed([
+            click.option("--data", type=str, default=None, help="Folder with ptb.{train,valid,test}.txt."),
+            click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N]."),
+            executor_options,
+            click.option("--db", type=click.Path(dir_okay=False), default=default_db, show_default=True),
+            click.option("--name", type=str, default=None, help=f"The {what}'s name in the DB [default: from the "
+                                                                 f"options]."),
+            click.option("--resume", is_flag=True, help="Continue: nothing finished is trained again."),
+            click.option("--wait", is_flag=True, help=f"If another process is training this {what}, wait for it "
+                                                      f"instead of stopping."),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+            click.option("--quiet", is_flag=True),
+        ]):
+            f = opt(f)
+        return f
+    return wrap
 
 
 def start_executor(cfg, kind: str, workers: int, ray_address):

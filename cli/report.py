@@ -17,7 +17,7 @@ def report_cmd(db, name, out_dir, as_json):
     import os
 
     from lshx.errors import LshxError
-    from lshx.report import make_report
+    from lshx.studies.report import make_report
 
     if not os.path.isfile(db):
         raise LshxError(f"run DB not found: {db}")

@@ -5,17 +5,19 @@ import click
 
 from lshx.cli.options import echo_json, executor_options, start_executor
 from lshx.presets import PRESET_NAMES, TASKS
+from lshx.search.hpo import HPOS
+from lshx.search.schedule import DISTANCES, STRATEGIES
 
 
 @click.command("search")
 @click.argument("task", type=click.Choice(TASKS))
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
-@click.option("--hpo", type=click.Choice(["tpe", "atpe", "grid", "random", "optuna"]), default="tpe",
+@click.option("--hpo", type=click.Choice(HPOS), default="tpe",
               show_default=True, help="How candidates are proposed.")
-@click.option("--distance", type=click.Choice(["pca2", "raw", "loss"]), default="pca2", show_default=True,
-              help="pca2: 2-D PCA of LS space (paper); raw: L2 of the spectra (authors' code); "
-                   "loss: validation perplexity (loss-based counterpart).")
-@click.option("--strategy", type=click.Choice(["lsh", "full"]), default="lsh", show_default=True,
+@click.option("--distance", type=click.Choice(DISTANCES), default="pca2", show_default=True,
+              help="pca2: 2-D PCA of LS space (paper); raw: L2 of the spectra (authors' code); pca2-pair: one "
+                   "PCA per candidate and the dense model; loss: validation perplexity (loss-based counterpart).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="lsh", show_default=True,
               help="lsh: eliminate and insert; full: train every proposed config to the end.")
 @click.option("--n", "n", type=int, default=None, help="Initial candidates [preset].")
 @click.option("--e0", type=int, default=None, help="Epochs before the first elimination [preset].")
@@ -42,7 +44,8 @@ def search_cmd(task, preset, hpo, distance, strategy, n, e0, ei, final_epochs, f
 
     Example: lshx search ptb-lstm --preset small --hpo tpe --distance pca2 --db runs/s.sqlite
     """
-    from lshx.search.lsh import SearchConfig, run_search
+    from lshx.search.config import SearchConfig
+    from lshx.search.engine import run_search
 
     cfg = SearchConfig.from_preset(task, preset, hpo=hpo, distance=distance, strategy=strategy, n=n, e0=e0, ei=ei,
                                    final_epochs=final_epochs, final_k=final_k, density=density, seed=seed,

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import clean_json, echo_json, executor_options, start_executor
+from lshx.cli.options import clean_json, echo_json, run_db_options, start_executor
 from lshx.presets import PRESET_NAMES, TASKS
+from lshx.search.schedule import DISTANCES
+from lshx.search.space import POOLS
 
 
 @click.group("study")
@@ -17,24 +19,17 @@ def study_group():
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
 @click.option("--n", "n", type=int, default=12, show_default=True, help="Random configurations trained fully.")
 @click.option("--final-epochs", type=int, default=6, show_default=True)
-@click.option("--distance", type=click.Choice(["pca2", "raw"]), default="pca2", show_default=True)
+@click.option("--distance", type=click.Choice([d for d in DISTANCES if d != "loss"]), default="pca2",
+              show_default=True)
 @click.option("--max-batches", type=int, default=None, help="Training windows per epoch [preset].")
-@click.option("--data", type=str, default=None)
-@click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
-@executor_options
-@click.option("--db", type=click.Path(dir_okay=False), default="runs/study.sqlite", show_default=True)
-@click.option("--name", type=str, default=None)
-@click.option("--resume", is_flag=True)
-@click.option("--wait", is_flag=True, help="If another process is running this study, wait for it.")
+@run_db_options("runs/study.sqlite", "study")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
 def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, device, executor, workers, ray_address,
                     threads, db, name, resume, wait, seed, as_json, quiet):
     """Spearman rho(LS distance at epoch e, final test ppl) and rho(val ppl at e, final test
     ppl) for each early epoch e, with 95% bootstrap intervals."""
-    from lshx.search.lsh import SearchConfig
-    from lshx.study import correlation_study
+    from lshx.search.config import SearchConfig
+    from lshx.studies.correlation import correlation_study
 
     cfg = SearchConfig.from_preset(task, preset, hpo="random", distance=distance, strategy="full", n=n,
                                    final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches,
@@ -62,7 +57,7 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 
 @study_group.command("table")
 @click.argument("task", type=click.Choice(TASKS), default="ptb-lstm")
-@click.option("--space", type=click.Choice(["gs24", "random"]), default="gs24", show_default=True,
+@click.option("--space", type=click.Choice(POOLS), default="gs24", show_default=True,
               help="gs24: the paper's grid (2 inits x 4 death modes x 3 redistributions); random: --n draws "
                    "from TPE's space.")
 @click.option("--n", "n", type=int, default=None, help="Configurations of a random pool.")
@@ -74,29 +69,18 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 @click.option("--state", type=click.Choice(["h", "both"]), default="both", show_default=True,
               help="both: also the spectrum with the authors' aligned warm-up and, for ptb-lstm, the hc state's.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds per configuration.")
-@click.option("--data", type=str, default=None)
-@click.option("--device", type=str, default="cpu", show_default=True, help="cpu or cuda[:N].")
-@executor_options
-@click.option("--db", type=click.Path(dir_okay=False), default="runs/table.sqlite", show_default=True)
-@click.option("--name", type=str, default=None)
-@click.option("--resume", is_flag=True)
-@click.option("--wait", is_flag=True, help="If another process is training this table, wait for it.")
+@run_db_options("runs/table.sqlite", "table")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random space).")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
 def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, data, device, executor,
               workers, ray_address, threads, db, name, resume, wait, seed, as_json, quiet):
     """Trains every configuration of a pool (and the dense model) to --final-epochs, recording
     after every epoch the validation ppl, training loss and spectra, and each configuration's
     final test ppl: a table that `lshx study replay` replays searches on."""
     from lshx.errors import ConfigError
-    from lshx.table import table_configs, train_table
+    from lshx.studies.table import table_configs, train_table
 
-    extra = None
-    if state == "both":  # the RHN has one state vector: its 'both' is h and the aligned warm-up
-        extra = ["hc", "h-orth"] if task == "ptb-lstm" else ["h-orth"]
-    cfg = table_configs(task, space, n, preset, final_epochs=final_epochs, seed=seed, data=data, density=density,
-                        max_batches=max_batches, device=device, ls_extra=extra, threads=threads)
+    cfg = table_configs(task, space, n, preset, state=state, final_epochs=final_epochs, seed=seed, data=data,
+                        density=density, max_batches=max_batches, device=device, threads=threads)
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     name = name or f"{space}-{task}-{preset}-P{final_epochs}"
@@ -122,7 +106,7 @@ def snapshot_cmd(db, out, as_json):
     """A self-contained copy of run DB DB at OUT, to commit or carry to another machine while
     the run goes on (no lease, no -wal, no checkpoints): `lshx study table --db OUT --resume`
     there skips every finished evaluation and retrains only what was in flight."""
-    from lshx.table import snapshot
+    from lshx.studies.table import snapshot
 
     res = snapshot(db, out)
     if as_json:
@@ -179,8 +163,9 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
 
     from lshx.errors import ConfigError
     from lshx.progress import Progress
-    from lshx.replay import default_methods, figures, replay
-    from lshx.table import load_table
+    from lshx.studies.figures import replay_figures
+    from lshx.studies.replay import default_methods, replay
+    from lshx.studies.table import load_table
 
     table = load_table(db, table_name)
     avail = {m.name: m for m in default_methods(table)}
@@ -208,7 +193,7 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "replay.json").write_text(_json.dumps(clean_json(res), indent=1, default=str))
-        figures(res, out_dir)
+        replay_figures(res, out_dir)
     if as_json:
         echo_json(res)
         return

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lshx.replay import default_methods, replay
-from lshx.table import is_grid_table, load_table
+from lshx.studies.replay import default_methods, replay
+from lshx.studies.table import is_grid_table, load_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = ROOT / "docs" / "tables" / "gs24-small-P12.sqlite"

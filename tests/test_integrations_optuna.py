@@ -11,7 +11,7 @@ optuna = pytest.importorskip("optuna")
 from lshx.errors import ConfigError  # noqa: E402
 from lshx.integrations.optuna import (LSHPruner, decisions, reference_spectra, report_reference,  # noqa: E402
                                       report_spectrum, spectra)
-from lshx.search.lsh import distances, eliminate  # noqa: E402
+from lshx.search.schedule import distances, eliminate  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
@@ -27,7 +27,8 @@ def _storage(kind, tmp_path):
 def lsh_search(tmp_path_factory):
     """A real `lshx search` (smoke preset, n = 6, pca2): two rounds, one insertion."""
     from lshx.search.executors import SerialExecutor
-    from lshx.search.lsh import SearchConfig, run_search
+    from lshx.search.config import SearchConfig
+    from lshx.search.engine import run_search
     from lshx.search.rundb import RunDB
 
     d = tmp_path_factory.mktemp("lsh")
@@ -104,7 +105,7 @@ def test_same_decisions_as_lshx_search(lsh_search, storage, ref_in_study, tmp_pa
 @pytest.mark.parametrize("distance", ["raw", "pca2"])
 def test_one_round_equals_eliminate(distance):
     """Synthetic spectra, one synchronised round of 7 trials (one diverged): the pruned set
-    is lshx.search.lsh.eliminate of its distances, ceil(7/2) = 4 kept."""
+    is lshx.search.schedule.eliminate of its distances, ceil(7/2) = 4 kept."""
     rng = np.random.default_rng(0)
     N, n = 6, 7
     ref = {e: rng.normal(size=N).tolist() for e in (1, 2)}
@@ -234,7 +235,7 @@ def _sync_round(study, trials, spectra_by_trial, epoch):
 @pytest.mark.parametrize("distance", ["raw", "pca2"])
 def test_ties_go_to_the_lower_trial_number(distance):
     """Equal distances (identical spectra; or two diverged trials, both +inf): the lower
-    trial number is kept, as lshx.search.lsh.eliminate."""
+    trial number is kept, as lshx.search.schedule.eliminate."""
     ref = {1: [0.5, -1.0], 2: [0.4, -1.2]}
     study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref))
     trials = [study.ask() for _ in range(4)]

@@ -16,7 +16,8 @@ import pytest
 from lshx.checkpoint import load_checkpoint
 from lshx.search.executors import SerialExecutor
 from lshx.search.lease import Lease, LeaseLost, SearchBusy
-from lshx.search.lsh import SearchConfig, run_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import run_search
 from lshx.search.rundb import RunDB
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

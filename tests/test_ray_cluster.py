@@ -25,7 +25,8 @@ import pytest
 
 from lshx.checkpoint import load_checkpoint
 from lshx.search.executors import SerialExecutor
-from lshx.search.lsh import SearchConfig, run_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import run_search
 from lshx.search.rundb import RunDB
 
 if os.environ.get("CI") == "true":  # CI must run these: `make setup` installs ray

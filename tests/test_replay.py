@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from lshx.replay import Method, default_methods, replay, replay_one
+from lshx.studies.replay import Method, default_methods, replay, replay_one
 from lshx.search.executors import SerialExecutor
 from lshx.search.hpo import GridProposer
-from lshx.search.lsh import SearchConfig, run_search
-from lshx.table import load_table, table_configs, train_table
+from lshx.search.config import SearchConfig
+from lshx.search.engine import run_search
+from lshx.studies.table import load_table, table_configs, train_table
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_default_methods_follow_what_the_table_recorded(table_db):
 def test_a_diverged_pick_is_penalized_not_dropped(table_db):
     import numpy as np
 
-    from lshx.replay import _penalized
+    from lshx.studies.replay import _penalized
 
     table = load_table(table_db[0], "t")
     worst = max(v for t in table.test for v in t if math.isfinite(v))
@@ -141,7 +142,7 @@ def test_a_replay_refuses_a_schedule_past_the_tables_epochs(table_db):
 def test_memo_proposer_answers_as_its_proposer():
     """Replays memoize proposals: the memo must give exactly the inner proposer's answers,
     copies that a caller cannot alter, for every history, exclusion and round seed."""
-    from lshx.replay import MemoProposer
+    from lshx.studies.replay import MemoProposer
     from lshx.search.hpo import HyperoptProposer
     from lshx.search.space import config_hash, grid
 
@@ -173,7 +174,7 @@ def test_settings_past_the_tables_epochs_are_skipped_and_said(table_db):
 
 
 def test_diverged_values_rank_last_in_rho():
-    from lshx.replay import _last
+    from lshx.studies.replay import _last
 
     assert _last([3.0, math.inf, None, 1.0, float("nan")]) == [3.0, 4.0, 4.0, 1.0, 4.0]
     assert _last([None, None]) == [1.0, 1.0]

@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
-from lshx.report import make_report
+from lshx.studies.report import make_report
 from lshx.search.executors import SerialExecutor
-from lshx.search.lsh import SearchConfig, run_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import run_search
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import pytest
 from lshx.checkpoint import load_checkpoint
 from lshx.search.executors import SerialExecutor, make_executor
 from lshx.search.hpo import make_proposer
-from lshx.search.lsh import SearchConfig, distances, eliminate, plan, run_search, selection_epochs
+from lshx.search.config import SearchConfig
+from lshx.search.engine import run_search
+from lshx.search.schedule import distances, eliminate, plan, selection_epochs
 from lshx.search.rundb import RunDB
 from lshx.search.space import config_hash, grid
 
@@ -387,7 +389,7 @@ def test_a_crash_while_adding_the_initial_candidates_adds_none(tiny_data, tmp_pa
 
 
 def test_a_diverged_candidate_without_checkpoint_has_infinite_test_perplexity(tiny_data, tmp_path):
-    from lshx.search.lsh import Search
+    from lshx.search.engine import Search
 
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
     db = RunDB(tmp_path / "s.sqlite")
@@ -412,7 +414,7 @@ def test_no_elimination_when_n_is_at_most_final_k(tiny_data, tmp_path):
 
 
 def test_round_seeds_are_independent_across_search_seeds():
-    from lshx.search.lsh import round_seed
+    from lshx.search.schedule import round_seed
 
     seeds = [round_seed(s, r) for s in range(50) for r in range(10)]
     assert len(set(seeds)) == len(seeds)  # seed*7919 + r made seed 0's round 1 seed 1's round 0
@@ -438,8 +440,8 @@ def test_tpe_initial_set_is_a_draw_from_its_prior():
 
 
 def test_replays_of_a_grid_table_start_from_the_live_grid_order():
-    from lshx.replay import _proposer
-    from lshx.table import Table
+    from lshx.studies.replay import _proposer
+    from lshx.studies.table import Table
 
     pool = grid("ptb-lstm")[::-1]  # a table stores its configs in its own order
     table = Table("g", "ptb-lstm", {"final_epochs": 4}, [None] + pool, [[{}] * 25], [[1.0] * 25])

@@ -306,3 +306,11 @@ def test_frozen_parameters_are_not_masked_by_default():
     masking = sparsify(model, density=0.3, total_steps=2)
     assert "emb.weight" not in masking.masks and (model.emb.weight != 0).all()
     assert "emb.weight" in sparsify(Tagger(), density=0.3, include_frozen=True).masks
+
+
+def test_a_filter_that_selects_nothing_names_the_parameters():
+    """The message lists the module's parameters (it printed its own f-string source before)."""
+    with pytest.raises(ConfigError) as err:
+        sparsify(nn.GRU(4, 8), include="gru.*", total_steps=10)
+    msg = str(err.value)
+    assert "weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0" in msg and "{" not in msg

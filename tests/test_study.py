@@ -4,8 +4,8 @@ import math
 import pytest
 
 from lshx.search.executors import SerialExecutor
-from lshx.search.lsh import SearchConfig
-from lshx.study import bootstrap_spearman, correlation_study
+from lshx.search.config import SearchConfig
+from lshx.studies.correlation import bootstrap_spearman, correlation_study
 
 
 def test_bootstrap_spearman_known_cases():

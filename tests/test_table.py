@@ -5,12 +5,12 @@ import pytest
 
 from lshx.errors import ConfigError, LshxError
 from lshx.search.executors import SerialExecutor
-from lshx.table import load_table, table_configs, train_table
+from lshx.studies.table import load_table, table_configs, train_table
 
 
 def test_table_records_every_epoch_and_the_test_ppl(tiny_data, tmp_path):
     cfg = table_configs("ptb-lstm", "random", 3, "smoke", data=tiny_data, max_batches=2, final_epochs=2,
-                        ls_extra=["hc", "h-orth"])
+                        state="both")
     summary = train_table(cfg, tmp_path / "t.sqlite", SerialExecutor(threads=1), "t", seeds=2, quiet=True)
     assert summary["configs"] == 3 and summary["seeds"] == 2
     table = load_table(tmp_path / "t.sqlite", "t")
@@ -42,7 +42,7 @@ def test_table_options_and_missing_tables(tmp_path):
 
 
 def test_off_plateau_counts_sparse_runs_below_the_threshold():
-    from lshx.table import Table
+    from lshx.studies.table import Table
 
     def evs(*vals):
         return {e: {"epoch": e, "val_ppl": v} for e, v in enumerate(vals, start=1) if v is not None}
@@ -61,9 +61,13 @@ def test_table_options_are_checked_before_training():
     """Whole epochs unless asked (not the search preset's cap); the RHN has no hc spectrum."""
     assert table_configs("ptb-lstm", "gs24", None, "small", final_epochs=12).max_batches is None
     assert table_configs("ptb-lstm", "gs24", None, "small", final_epochs=12, max_batches=5).max_batches == 5
-    with pytest.raises(ConfigError, match="single state vector"):
-        table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["hc", "h-orth"])
-    assert table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, ls_extra=["h-orth"]).ls_extra == ["h-orth"]
+    assert table_configs("ptb-rhn", "gs24", None, "smoke", final_epochs=4, state="both").ls_extra == ["h-orth"]
+    assert table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4, state="both").ls_extra == ["hc", "h-orth"]
+    assert table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4).ls_extra is None
+    with pytest.raises(ConfigError, match="unknown state"):
+        table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4, state="hc")
+    with pytest.raises(ConfigError, match="chosen by state"):
+        table_configs("ptb-lstm", "gs24", None, "smoke", final_epochs=4, ls_extra=["hc"])
 
 
 class _Recording(SerialExecutor):
@@ -86,7 +90,7 @@ def test_a_table_resumes_from_a_snapshot_without_checkpoints(tiny_data, tmp_path
     import shutil
     import sqlite3
 
-    from lshx.table import snapshot
+    from lshx.studies.table import snapshot
 
     cfg = table_configs("ptb-lstm", "random", 3, "smoke", data=tiny_data, max_batches=2, final_epochs=2)
     first = tmp_path / "one" / "t.sqlite"
@@ -119,7 +123,7 @@ def test_a_table_resumes_from_a_snapshot_without_checkpoints(tiny_data, tmp_path
 
 
 def test_snapshot_refuses_what_it_cannot_copy(tmp_path):
-    from lshx.table import snapshot
+    from lshx.studies.table import snapshot
 
     with pytest.raises(ConfigError, match="no run DB"):
         snapshot(tmp_path / "none.sqlite", tmp_path / "s.sqlite")

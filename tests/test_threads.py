@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from lshx.search.executors import SerialExecutor
-from lshx.search.lsh import Search, SearchConfig, run_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import Search, run_search
 from lshx.search.rundb import RunDB
 
 
@@ -46,7 +47,7 @@ def test_threads_is_part_of_the_search(tiny_data, tmp_path):
     # at the default the eval keys of DBs written before stay valid
     db = RunDB(tmp_path / "k.sqlite")
     s1, s2 = Search(cfg, db, SerialExecutor(threads=3), "x"), Search(two, db, SerialExecutor(threads=3), "y")
-    k1, k2 = s1._keyed(None)[1], s2._keyed(None)[1]
+    k1, k2 = s1.keyed(None)[1], s2.keyed(None)[1]
     assert k1 != k2
     # a job carries the search's thread count, not the executor's, and absolute paths
     job = s2._job({"origin": "dense", "eval_key": k2, "ckpt_dir": "d"}, 1)

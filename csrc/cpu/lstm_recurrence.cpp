@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "../recurrence_shared.h"
 #include "../utils.h"
 #include "csr_kernels.h"
 
@@ -21,16 +22,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_recurrence_cpu(const at::Ten
                                                                    const at::Tensor& col_, const at::Tensor& val_) {
   LSHX_CHECK_CPU(xproj_);
   LSHX_CHECK_FLOAT(xproj_);
-  LSHX_CHECK_DIM(xproj_, 3);
+  check_lstm_recurrence(xproj_, h0_, c0_, crow_, col_);
   const int64_t T = xproj_.size(0), B = xproj_.size(1), H = h0_.size(-1);
-  TORCH_CHECK(xproj_.size(2) == 4 * H, "lstm_recurrence: xproj has ", xproj_.size(2), " features, expected 4H = ",
-              4 * H);
-  TORCH_CHECK(h0_.dim() == 2 && h0_.sizes() == c0_.sizes() && h0_.size(0) == B,
-              "lstm_recurrence: h0 and c0 must be (B, H)");
-  TORCH_CHECK(crow_.numel() == 4 * H + 1, "lstm_recurrence: W_hh must have 4H rows");
-  TORCH_CHECK(crow_.scalar_type() == at::kLong, "lstm_recurrence: crow must be int64");
-  TORCH_CHECK(col_.scalar_type() == at::kLong || col_.scalar_type() == at::kInt,
-              "lstm_recurrence: col must be int32/64");
   TORCH_CHECK(val_.scalar_type() == xproj_.scalar_type(), "lstm_recurrence: values and xproj dtypes differ");
   auto xproj = xproj_.contiguous(), crow = crow_.contiguous(), col = col_.contiguous(), val = val_.contiguous();
   // h_{t-1} batch-last (H x Bp, padding lanes zero) for the SpMM; c in (B, H) order

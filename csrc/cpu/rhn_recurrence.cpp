@@ -19,6 +19,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../recurrence_shared.h"
 #include "../rhn_checks.h"
 #include "../utils.h"
 
@@ -224,12 +225,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
     // the gradient of s0: what skips W_0 plus what goes through it
     carry = has_drop ? carry.add_(tmp * drop) : carry.add_(tmp);
   }
-  for (int64_t d = 0; d < D; ++d) {
-    auto g2 = gpre[d].view({T * B, 2 * H});
-    auto sd = has_drop ? states[d] * drop : states[d];
-    gw[d] = at::mm(g2.t(), sd.reshape({T * B, H}));
-    gb[d] = g2.sum(0);
-  }
+  rhn_weight_grads(gpre, states, drop, gw, gb);
   return {gpre[0], carry, gw, gb};
 }
 

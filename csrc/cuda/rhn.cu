@@ -1,6 +1,6 @@
 // CUDA gate kernels of lshx::rhn_recurrence (csrc/cpu/rhn_recurrence.cpp has the arithmetic
 // and the layout): one launch per micro-step forward and one per micro-step backward, the
-// GEMMs between them go to cuBLAS through ATen (csrc/cuda/bindings.cpp).
+// GEMMs between them go to cuBLAS through ATen (csrc/cuda/rhn_bindings.cpp).
 #include <cuda_runtime.h>
 
 #include "kernels.h"

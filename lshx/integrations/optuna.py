@@ -18,7 +18,7 @@ calls should_prune() with its spectrum of a rung epoch E reported, the pruner ju
 its competitors are the trials of the study (the trial itself included, any state: running,
 pruned, complete, failed) that have reported a spectrum at E, except those it judged pruned
 at an earlier rung (LSH never compares an eliminated candidate again); the distance of each
-to the dense reference at E is lshx.search.lsh.distances (pca2: one 2-D PCA fitted on the
+to the dense reference at E is lshx.search.schedule.distances (pca2: one 2-D PCA fitted on the
 reference's and the competitors' trajectories, epochs 1..E; raw: L2 of the spectra; a
 non-finite spectrum is +inf); the trial is kept when it is among the ceil(m/2) nearest of
 the m competitors (ties to the lower trial number), else pruned; a trial at +inf is pruned
@@ -152,7 +152,7 @@ class LSHPruner(BasePruner):
     """LSH's elimination as an Optuna pruner (see the module docstring for the exact rule).
 
     e0, ei: the first rung epoch and the spacing; distance: "pca2" (default) or "raw" (or any
-    spectrum distance lshx.search.lsh.distances knows); reference: the dense model's spectra
+    spectrum distance lshx.search.schedule.distances knows); reference: the dense model's spectra
     {epoch: spectrum}, with every rung epoch E the trials reach (pca2: every epoch 1..E;
     checked at construction when n_rungs is given, else when a trial reaches the rung:
     ConfigError), or None to read them from the study (report_reference); n_rungs: the
@@ -161,7 +161,7 @@ class LSHPruner(BasePruner):
 
     def __init__(self, e0: int = 1, ei: int = 1, distance: str = "pca2",
                  reference: Optional[Mapping[int, Sequence[float]]] = None, n_rungs: Optional[int] = None) -> None:
-        from lshx.search.lsh import DISTANCES
+        from lshx.search.schedule import DISTANCES
 
         if e0 < 1 or ei < 1:
             raise ConfigError(f"e0 and ei must be >= 1, got {e0}, {ei}")
@@ -217,7 +217,7 @@ class LSHPruner(BasePruner):
         """{trial number: distance to the reference at `epoch`} over the competitors there:
         every trial with a spectrum reported at `epoch`, except those judged pruned at an
         earlier rung. Empty while a study's reference lacks what the distance needs."""
-        from lshx.search.lsh import distances
+        from lshx.search.schedule import distances
 
         ref = self.reference_at(study)
         if not self._check_reference(ref, epoch):

@@ -55,12 +55,14 @@ class SerialExecutor(Executor):
             yield fn(j)
 
 
-def _init_worker() -> None:
+def _init_worker(initializer: Optional[Callable] = None, initargs: tuple = ()) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _check_workers(workers) -> None:
@@ -74,11 +76,13 @@ class ProcessExecutor(Executor):
     threads_per_job = 1
     kind = "process"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, initializer: Optional[Callable] = None, initargs: tuple = ()) -> None:
+        """initializer(*initargs) runs once in each worker after its thread count is set (a
+        replay loads its table there)."""
         _check_workers(workers)
         self.workers = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                        initializer=_init_worker)
+                                        initializer=_init_worker, initargs=(initializer, initargs))
 
     def map(self, fn, jobs):
         futures = [self.pool.submit(fn, j) for j in jobs]

@@ -19,7 +19,8 @@ import torch
 _CORPORA: Dict[str, object] = {}
 
 
-def _corpus(data):
+def corpus(data):
+    """The corpus of a data folder (the default one for None), loaded once per process."""
     from lshx.data import default_data_dir, load_corpus
 
     key = str(Path(data if data is not None else default_data_dir()).resolve())
@@ -67,8 +68,8 @@ def _advance(job: dict) -> dict:
     ls = LSConfig(**job["ls"]) if job.get("ls") else None
     d = Path(job["dir"])
     last, best = d / "last.pt", d / "best.pt"
-    corpus = _corpus(cfg.data)
-    trainer = Trainer(cfg, corpus=corpus, quiet=True, progress=False)
+    words = corpus(cfg.data)
+    trainer = Trainer(cfg, corpus=words, quiet=True, progress=False)
     evals = []
     if last.exists():
         ck = load_checkpoint(last)
@@ -76,7 +77,7 @@ def _advance(job: dict) -> dict:
         evals = list(ck.get("lsh_evals", []))
     tokens = None
     if ls is not None:
-        ids, _ = load_split(cfg.data, "valid", corpus.vocab)
+        ids, _ = load_split(cfg.data, "valid", words.vocab)
         tokens = sample_windows(ids, ls.samples, ls.warmup + ls.steps, ls.seed)
     trained = 0
     while trainer.epoch < job["target"] and not trainer.diverged:
@@ -114,7 +115,7 @@ def _test_perplexity(job: dict) -> float:
     from lshx.train import TrainConfig, Trainer
 
     cfg = TrainConfig.from_dict(job["train"])
-    trainer = Trainer(cfg, corpus=_corpus(cfg.data), quiet=True, progress=False)
+    trainer = Trainer(cfg, corpus=corpus(cfg.data), quiet=True, progress=False)
     return _best_test_ppl(trainer, Path(job["dir"]) / "best.pt")
 
 

@@ -22,6 +22,8 @@ CATEGORICAL: Dict[str, tuple] = {"init": INITS, "death": SEARCH_DEATHS, "redistr
 DEATH_RATE_RANGE = (0.4, 0.9)
 GRID_DEATH_RATE = {"ptb-lstm": 0.8, "ptb-rhn": 0.5}
 GROWTH = "random"
+# the pools a table (lshx.studies.table) trains: the whole grid, or seeded draws from TPE's space
+POOLS = ("gs24", "random")
 
 
 def normalize(config: dict) -> dict:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lshx.errors import ConfigError
-from lshx.ops import mask_as
+from lshx.models.masks import MaskTable
 from lshx.sparse.config import DSTConfig
 from lshx.sparse.masking import Masking
 
@@ -70,9 +70,17 @@ class ModuleMasks:
         self.names = maskable(module, include, exclude, include_frozen=include_frozen)
         if not self.names:
             raise ConfigError("the name filter selects no maskable parameter (biases and 1-D parameters never "
-                              "are, frozen ones only with include_frozen=True); parameters: {', '.join(n for n, _ in module.named_parameters())}")
-        self.masks: Dict[str, torch.Tensor] = {}
-        self._exact: Dict[str, tuple] = {}
+                              "are, frozen ones only with include_frozen=True); parameters: "
+                              f"{', '.join(n for n, _ in module.named_parameters())}")
+        self.table = MaskTable(module, self.names)
+
+    @property
+    def masks(self) -> Dict[str, torch.Tensor]:
+        return self.table.masks
+
+    @masks.setter
+    def masks(self, masks: Dict[str, torch.Tensor]) -> None:
+        self.table.masks = masks
 
     def named_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
         return self.module.named_parameters()
@@ -84,16 +92,7 @@ class ModuleMasks:
         return list(self.names)
 
     def set_masks(self, masks: Optional[Dict[str, torch.Tensor]]) -> None:
-        masks = dict(masks or {})
-        params = dict(self.module.named_parameters())
-        for name, m in masks.items():
-            if name not in params:
-                raise KeyError(f"mask for unknown parameter {name!r}")
-            if name not in self.names:
-                raise KeyError(f"parameter {name!r} is not selected for masking (filter, or a bias)")
-            if m.shape != params[name].shape:
-                raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, weight {tuple(params[name].shape)}")
-        self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
+        self.table.set(masks)
 
     def mask(self, name: str) -> Optional[torch.Tensor]:
         return self.masks.get(name)
@@ -102,26 +101,17 @@ class ModuleMasks:
         """Brings the masks to their weights' devices (module.to(device) after sparsify moves
         the weights, not the masks). Masking calls it at the top of every step and topology
         update; the masks stay bool (mask_as gives each dtype its 0/1 copy)."""
-        params = dict(self.module.named_parameters())
-        if any(m.device != params[n].device for n, m in self.masks.items()):
-            self.set_masks(self.masks)
+        self.table.sync()
 
     def apply_masks_(self) -> None:
         """Zeros the weights outside their masks in place (the module may have moved: the
         masks follow its device first), and records that they are."""
-        self.sync()
-        params = dict(self.module.named_parameters())
-        with torch.no_grad():
-            for name, m in self.masks.items():
-                params[name].mul_(mask_as(m, params[name].dtype))
-        self._exact = {name: (m, params[name]._version) for name, m in self.masks.items()}
+        self.table.sync()
+        self.table.apply_()
 
     def exact_masked(self) -> Set[str]:
-        """The masked weights known to be exactly zero outside their masks (apply_masks_ ran
-        since the mask was set and nothing has written to the weight since)."""
-        params = dict(self.module.named_parameters())
-        return {n for n, (m, v) in self._exact.items()
-                if self.masks.get(n) is m and n in params and params[n]._version == v}
+        """The masked weights known to be exactly zero outside their masks (MaskTable.exact)."""
+        return self.table.exact()
 
     def nonzeros(self) -> Dict[str, int]:
         """Nonzero weights per masked parameter (what the exactness guarantee is about)."""

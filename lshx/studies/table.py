@@ -1,6 +1,6 @@
 """Tables: every configuration of a pool trained once (per training seed), with its per-epoch
 validation perplexity, training loss and spectra and its final test perplexity, so that
-searches can be replayed on it (lshx.replay) instead of trained (tabular HPO benchmarks).
+searches can be replayed on it (lshx.studies.replay) instead of trained (tabular HPO benchmarks).
 
 A table is one 'full'-strategy search per training seed, named NAME-t0, NAME-t1, ... in an
 ordinary run DB: it resumes like any search, and its test perplexities (of each
@@ -16,21 +16,40 @@ from typing import Dict, List, Optional
 from lshx.errors import ConfigError
 from lshx.progress import log
 from lshx.search.executors import Executor
-from lshx.search.lsh import Search, SearchConfig, open_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import Search, open_search
 from lshx.search.rundb import RunDB
-from lshx.search.space import config_hash, grid, normalize
+from lshx.search.space import POOLS, config_hash, grid, normalize
 
-SPACES = ("gs24", "random")
 # Below this validation ppl a PTB-16% model has left the unigram plateau (600-690; issue 14).
 PLATEAU_PPL = 450.0
 
 
-def table_configs(task: str, space: str, n: Optional[int], preset: str, **over) -> SearchConfig:
+STATES = ("h", "both")
+
+
+def extra_spectra(task: str, state: str) -> Optional[List[str]]:
+    """The spectra a table records beside the h state's: none for 'h'; for 'both' the authors'
+    aligned warm-up and, where the model has a cell state (ptb-lstm), the full (h, c) state's
+    (the RHN has a single state vector)."""
+    if state not in STATES:
+        raise ConfigError(f"unknown state {state!r}; allowed: {', '.join(STATES)}")
+    if state == "h":
+        return None
+    return ["hc", "h-orth"] if task == "ptb-lstm" else ["h-orth"]
+
+
+def table_configs(task: str, space: str, n: Optional[int], preset: str, state: str = "h",
+                  **over) -> SearchConfig:
     """The SearchConfig of a table: gs24 is the paper's grid (all 24 points), random n seeded
     draws from TPE's space; both with the full strategy (every configuration trained to P), on
-    whole epochs unless max_batches is given (not the search preset's cap)."""
-    if space not in SPACES:
-        raise ConfigError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
+    whole epochs unless max_batches is given (not the search preset's cap), with the spectra
+    of `state` (extra_spectra)."""
+    if "ls_extra" in over:
+        raise ConfigError("a table's spectra are chosen by state ('h' or 'both'), not by ls_extra")
+    over["ls_extra"] = extra_spectra(task, state)
+    if space not in POOLS:
+        raise ConfigError(f"unknown space {space!r}; allowed: {', '.join(POOLS)}")
     if space == "gs24":
         if n not in (None, 24):
             raise ConfigError("--space gs24 is the whole grid: leave --n out (it is 24)")

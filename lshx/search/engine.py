@@ -1,12 +1,6 @@
-"""LS-based Hyperpruning (paper section 3): the schedule, the distances, the final pick.
-
-Schedule: n candidates and the dense model train e0 epochs; then, every ei epochs, the
-farthest floor(n/2) are eliminated (keep ceil(n/2)), floor(keep/2) new candidates (n/4)
-are proposed by the HPO method from the survivors' (config, distance) and trained up to
-the current epoch (catch-up epochs count in train_epochs), until at most final_k
-survive; they are trained to P epochs and the best validation perplexity wins. This
-rounding reproduces the paper's Table 3 exactly (GS-24: 24 e0 + 58 ei = 246 at 3/3),
-whose counts leave the catch-up epochs out (selection_epochs below does the same).
+"""The LSH search engine (paper section 3): trains candidates through an executor, eliminates
+by the distances of lshx.search.schedule, proposes new candidates with the HPO method and
+picks the best of the final ones; every evaluation and decision lives in the run DB.
 
 Resuming replays the schedule: every decision is recomputed from stored evaluations
 (deterministic) or read back from the DB, and training jobs skip finished epochs.
@@ -17,257 +11,40 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
-
-import numpy as np
 
 from lshx.errors import CheckpointError, ConfigError
 from lshx.lyapunov import LSConfig
 from lshx.progress import Progress, log
 from lshx.search import jobs as J
+from lshx.search.config import LS_EXTRA, SearchConfig
 from lshx.search.executors import Executor, run_all
-from lshx.search.hpo import HPOS, Proposer, make_proposer
+from lshx.search.hpo import Proposer, make_proposer
 from lshx.search.lease import Lease, default_stale_s
 from lshx.search.rundb import RunDB
+from lshx.search.schedule import distances, eliminate, round_seed
 from lshx.search.space import config_hash, describe, normalize
 from lshx.train import TrainConfig
 
-DISTANCES = ("pca2", "raw", "pca2-pair", "loss")
-# spectra a table may record beside the default (state h, warm-up 'advance'): the full LSTM
-# state, and the authors' aligned warm-up (B propagated through the warm-up steps)
-LS_EXTRA = {"hc": {"state": "hc"}, "h-orth": {"warmup_mode": "orthonormalize"}}
-STRATEGIES = ("lsh", "full")
 
-# search sizes per preset (model sizes come from lshx.presets)
-SEARCH_PRESETS = {
-    # e0 >= 2: the DST settings act from the first topology update (end of epoch 1) on
-    "smoke": {"n": 6, "e0": 2, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 8, "ls_warmup": 2},
-    "small": {"n": 8, "e0": 2, "ei": 1, "final_epochs": 4, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10,
-              "max_batches": 80},
-    "paper": {"n": 40, "e0": 3, "ei": 3, "final_epochs": 100, "ls_samples": 2, "ls_steps": 35, "ls_warmup": 10},
-}
-
-
-@dataclass
-class SearchConfig:
-    task: str = "ptb-lstm"
-    preset: str = "small"
-    hpo: str = "tpe"
-    distance: str = "pca2"
-    strategy: str = "lsh"
-    n: int = 8
-    e0: int = 1
-    ei: int = 1
-    final_epochs: int = 4
-    final_k: int = 2
-    density: Optional[float] = None  # default: the preset's
-    seed: int = 0
-    data: Optional[str] = None
-    max_batches: Optional[int] = None
-    ls_samples: int = 2
-    ls_steps: int = 35
-    ls_warmup: int = 10
-    ls_k: Optional[int] = None
-    device: str = "cpu"  # where every candidate trains and its spectrum is computed
-    train_seed: Optional[int] = None  # the candidates' training seed (default: seed, which also seeds the HPO)
-    ls_extra: Optional[List[str]] = None  # more spectra per epoch (LS_EXTRA), for tables
-    # intra-op threads of every job (training, spectrum, test), on every executor: the results
-    # depend on it (summation order), so it is part of the search, not of the shell it runs in
-    threads: int = 1
-
-    @classmethod
-    def from_preset(cls, task: str, preset: str, **over) -> "SearchConfig":
-        if preset not in SEARCH_PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(SEARCH_PRESETS)}")
-        d = dict(SEARCH_PRESETS[preset])
-        d.update({k: v for k, v in over.items() if v is not None})
-        cfg = cls(task=task, preset=preset, **d)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        """Every option, checked before anything is written (the data folder: check_inputs)."""
-        if self.hpo not in HPOS:
-            raise ConfigError(f"unknown hpo {self.hpo!r}; allowed: {', '.join(HPOS)}")
-        if self.distance not in DISTANCES:
-            raise ConfigError(f"unknown distance {self.distance!r}; allowed: {', '.join(DISTANCES)}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; allowed: {', '.join(STRATEGIES)}")
-        if self.n < 1 or self.e0 < 1 or self.ei < 1 or self.final_k < 1:
-            raise ConfigError("n, e0, ei and final-k must be >= 1")
-        if self.final_epochs < self.e0:
-            raise ConfigError("final epochs must be >= e0")
-        for opt, value, low in (("--threads", self.threads, 1), ("--max-batches", self.max_batches, 1),
-                                ("--seed", self.seed, 0), ("train seed", self.train_seed, 0),
-                                ("ls samples", self.ls_samples, 1), ("ls steps", self.ls_steps, 1),
-                                ("ls warmup", self.ls_warmup, 0), ("ls k", self.ls_k, 1)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-                raise ConfigError(f"{opt} must be an integer >= {low}, got {value!r}")
-        # the training settings of the dense model and of a candidate (the density, the preset)
-        TrainConfig.from_preset(self.task, self.preset, data=self.data, epochs=self.final_epochs,
-                                max_batches=self.max_batches, device=self.device, dst={"density": 1.0})
-        if self.density is not None:
-            if isinstance(self.density, bool) or not isinstance(self.density, (int, float)):
-                raise ConfigError(f"density must be a number in (0, 1], got {self.density!r}")
-            TrainConfig.from_preset(self.task, self.preset, dst={"density": self.density})
-        if self.strategy == "lsh" and self.n > self.final_k:
-            last = elimination_epochs(self.n, self.e0, self.ei, self.final_k)[-1]
-            if last > self.final_epochs:
-                raise ConfigError(f"the schedule eliminates until epoch {last} (n={self.n}, e0={self.e0}, "
-                                  f"ei={self.ei}) but --final-epochs is {self.final_epochs}: raise --final-epochs "
-                                  f"to >= {last}, or lower n, e0 or ei")
-        bad = set(self.ls_extra or ()) - set(LS_EXTRA)
-        if bad:
-            raise ConfigError(f"unknown extra spectrum {', '.join(sorted(bad))}; allowed: {', '.join(LS_EXTRA)}")
-        if self.task == "ptb-rhn" and any(LS_EXTRA[x].get("state", "h") != "h" for x in self.ls_extra or ()):
-            raise ConfigError("the RHN has a single state vector: no hc spectrum for ptb-rhn")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
-
-    def check_inputs(self) -> None:
-        """validate() and the data: the folder holds the three splits, readable, each long
-        enough for its batch size (and the validation split for the LS windows). The corpus
-        stays cached for the jobs of this process."""
-        self.validate()
-        from lshx.data import batchify
-
-        corpus = J._corpus(self.data)
-        t = TrainConfig.from_preset(self.task, self.preset)
-        for split, batch in (("train", t.batch_size), ("valid", t.eval_batch_size), ("test", t.eval_batch_size)):
-            batchify(getattr(corpus, split), batch)
-        if self.distance != "loss" and self.ls_samples * (self.ls_warmup + self.ls_steps) > corpus.valid.numel():
-            raise ConfigError(f"{self.ls_samples} LS windows of {self.ls_warmup + self.ls_steps} tokens need more "
-                              f"than the {corpus.valid.numel()} tokens of the validation split")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def same_search(self, stored: dict) -> bool:
-        """Whether options stored in a run DB describe this search (fields added since, like
-        device, take their defaults)."""
-        known = {k: v for k, v in stored.items() if k in self.__dataclass_fields__}
-        return SearchConfig(**known).to_dict() == self.to_dict()
-
-
-# ----------------------------------------------------------------------------- arithmetic
-def plan(n: int, final_k: int = 2) -> List[Tuple[int, int, int]]:
-    """Rounds as (size before elimination, kept, inserted); the last round inserts nothing."""
-    rounds, size = [], n
-    while True:
-        keep = math.ceil(size / 2)
-        if keep <= final_k or size <= final_k:
-            rounds.append((size, min(keep, size), 0))
-            return rounds
-        ins = keep // 2
-        rounds.append((size, keep, ins))
-        size = keep + ins
-
-
-def elimination_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> List[int]:
-    """The epochs at which the planned rounds eliminate (fewer when the HPO method runs out
-    of new configs, as the grid does)."""
-    return [e0 + ei * r for r in range(len(plan(n, final_k)))]
-
-
-def round_seed(seed: int, round_: int) -> int:
-    """Independent seeds per (search seed, round): round 0 draws the initial candidates."""
-    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
-
-
-def selection_epochs(n: int, e0: int, ei: int, final_k: int = 2) -> int:
-    """Epochs of the candidate-selection phase as the paper's Table 3 counts them
-    (every candidate alive in a period, catch-up epochs of inserted ones left out)."""
-    rounds = plan(n, final_k)
-    return n * e0 + ei * sum(keep + ins for _, keep, ins in rounds[:-1])
-
-
-# ----------------------------------------------------------------------------- distances
-def _trajectory(evs: Dict[int, dict], epoch: int) -> List[list]:
-    """A model's spectra at epochs 1..epoch (diverged or missing epochs left out)."""
-    return [ev["spectrum"] for e, ev in sorted(evs.items())
-            if e <= epoch and ev.get("spectrum") is not None and not ev.get("diverged")]
-
-
-def _pca_distance(rows: List[list], ref: list, points: List[list]) -> List[float]:
-    """Fits a 2-D PCA on `rows` (centring, then the two leading right singular vectors: what
-    sklearn's PCA with the full solver computes, up to the sign of each axis, which no
-    distance sees) and returns the L2 distance of each point to `ref` in it."""
-    X = np.asarray(rows, dtype=np.float64)
-    mean = X.mean(axis=0)
-    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
-    axes = vt[: min(2, X.shape[0], X.shape[1])]
-    d0 = (np.asarray(ref, dtype=np.float64) - mean) @ axes.T
-    Y = (np.asarray(points, dtype=np.float64) - mean) @ axes.T
-    return [float(np.linalg.norm(y - d0)) for y in Y]
-
-
-def distances(kind: str, dense: Dict[int, dict], cands: Dict[int, Dict[int, dict]], epoch: int,
-              alive: List[int]) -> Dict[int, float]:
-    """s_i for every alive candidate at `epoch` (lower is closer to the dense model).
-
-    loss: the validation perplexity. raw: L2 between the spectra. pca2: L2 in one 2-D PCA
-    fitted on the dense trajectory and the trajectories of the candidates alive in this
-    round, epochs 1..epoch (what the search knows then: eliminated candidates and other
-    searches' evaluations in a shared DB do not move it). pca2-pair: one PCA per candidate,
-    on the dense trajectory and that candidate's (the paper's embedding([Λ̂, Λ^i]) read
-    literally). Diverged or missing candidates get +inf."""
-    out: Dict[int, float] = {}
-    if kind == "loss":
-        for c in alive:
-            ev = cands[c].get(epoch)
-            ok = ev and not ev["diverged"] and ev["val_ppl"] is not None and math.isfinite(ev["val_ppl"])
-            out[c] = float(ev["val_ppl"]) if ok else math.inf
-        return out
-    ref = dense[epoch]["spectrum"]
-    good = [c for c in alive if cands[c].get(epoch) and not cands[c][epoch]["diverged"]
-            and cands[c][epoch]["spectrum"] is not None]
-    out = {c: math.inf for c in alive}
-    if not good:
-        return out
-    points = [cands[c][epoch]["spectrum"] for c in good]
-    if kind == "raw":
-        vals = [float(np.linalg.norm(np.array(p) - np.array(ref))) for p in points]
-    elif kind == "pca2":
-        rows = _trajectory(dense, epoch)
-        for c in good:
-            rows += _trajectory(cands[c], epoch)
-        vals = _pca_distance(rows, ref, points)
-    elif kind == "pca2-pair":
-        vals = [_pca_distance(_trajectory(dense, epoch) + _trajectory(cands[c], epoch), ref, [p])[0]
-                for c, p in zip(good, points)]
-    else:
-        raise ConfigError(f"unknown distance {kind!r}; allowed: {', '.join(DISTANCES)}")
-    out.update(zip(good, vals))
-    return out
-
-
-def eliminate(dist: Dict[int, float], keep: int) -> Tuple[List[int], List[int]]:
-    """(survivors, eliminated): the `keep` nearest stay; ties go to the lower candidate id."""
-    order = sorted(dist, key=lambda c: (dist[c], c))
-    return sorted(order[:keep]), sorted(order[keep:])
-
-
-# ----------------------------------------------------------------------------- the search
 class Search:
     DENSE = 0  # candidate id of the dense reference
 
     def __init__(self, cfg: SearchConfig, db: RunDB, executor: Executor, name: str, quiet: bool = False,
-                 proposer: Optional[Proposer] = None, lease: Optional[Lease] = None) -> None:
+                 proposer: Optional[Proposer] = None, lease: Optional[Lease] = None,
+                 key_cache: Optional[Dict[str, Tuple[dict, str]]] = None) -> None:
         """proposer: instead of cfg.hpo's (a replay restricts it to a table's configurations).
-        lease: the search's lease in db, checked before each write (run_search takes it)."""
+        lease: the search's lease in db, checked before each write (run_search takes it).
+        key_cache: keyed()'s answers, shared by searches of the same training and LS settings
+        (a replay runs thousands)."""
         self.cfg, self.db, self.ex, self.name, self.quiet = cfg, db, executor, name, quiet
         self.lease = lease
         self.ckpt_root = db.path.with_suffix("").parent / (db.path.stem + "-runs")
         self.proposer = proposer or make_proposer(cfg.hpo, cfg.task)
-        self._key_cache: Dict[str, Tuple[dict, str]] = {}
+        self._key_cache: Dict[str, Tuple[dict, str]] = {} if key_cache is None else key_cache
         self._paths: Dict[str, str] = {}
         self._ls: Optional[dict] = None
         self.train_epochs_used: Dict[int, int] = {}
@@ -306,8 +83,9 @@ class Search:
         blob = json.dumps(what, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
-    def _keyed(self, config: Optional[dict]) -> Tuple[dict, str]:
-        """(TrainConfig dict, eval key) of a candidate config, computed once per config."""
+    def keyed(self, config: Optional[dict]) -> Tuple[dict, str]:
+        """(TrainConfig dict, eval key) of a candidate config (None: the dense model): the key
+        hashes everything its evaluations depend on. Computed once per config."""
         h = config_hash(config) if config else "dense"
         if h not in self._key_cache:
             tcfg = self.train_config(config)
@@ -315,7 +93,7 @@ class Search:
         return self._key_cache[h]
 
     def add(self, cid: int, config: Optional[dict], origin: str, round_: int) -> None:
-        key = self._keyed(config)[1]
+        key = self.keyed(config)[1]
         self.db.add_candidate(self.name, cid, config or {"dense": True}, config_hash(config) if config else "dense",
                               key, origin, round_, str(self.ckpt_root / key))
 
@@ -326,7 +104,7 @@ class Search:
         from lshx.data import default_data_dir
 
         cfg = None if cand["origin"] == "dense" else cand["config"]
-        train = dict(self._keyed(cfg)[0])
+        train = dict(self.keyed(cfg)[0])
         train["data"] = self._absolute(train["data"] or default_data_dir())
         return {"key": cand["eval_key"], "train": train, "ls": self.ls_config(),
                 "ls_extra": self.ls_extra(), "target": target, "dir": self._absolute(cand["ckpt_dir"]),

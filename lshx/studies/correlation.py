@@ -15,7 +15,9 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from lshx.search.executors import Executor
-from lshx.search.lsh import Search, SearchConfig, distances, run_search
+from lshx.search.config import SearchConfig
+from lshx.search.engine import Search, run_search
+from lshx.search.schedule import distances
 from lshx.search.rundb import RunDB
 
 

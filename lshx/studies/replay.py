@@ -1,4 +1,4 @@
-"""Searches replayed on a table (lshx.table): the real search engine (lshx.search.lsh.Search:
+"""Searches replayed on a table (lshx.studies.table): the real search engine (lshx.search.engine.Search:
 its schedule, distances, elimination and HPO) with an executor that reads each candidate's
 evaluations from the table instead of training it. A replay costs milliseconds, so methods
 can be compared over thousands of seeds instead of one.
@@ -20,10 +20,12 @@ from lshx.errors import ConfigError
 from lshx.search import jobs as J
 from lshx.search.executors import Executor
 from lshx.search.hpo import GridProposer, HyperoptProposer, Proposer
-from lshx.search.lsh import Search, SearchConfig, elimination_epochs, round_seed
+from lshx.search.config import SearchConfig
+from lshx.search.engine import Search
+from lshx.search.schedule import elimination_epochs, round_seed
 from lshx.search.rundb import MemoryRunDB
 from lshx.search.space import config_hash
-from lshx.table import Table, finite, is_grid_table
+from lshx.studies.table import Table, finite, is_grid_table
 
 
 @dataclass(frozen=True)
@@ -180,14 +182,11 @@ def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int,
     db = MemoryRunDB()
     try:
         db.create_search("replay", cfg.task, cfg.to_dict())
-        search = ReplaySearch(cfg, db, None, "replay", True, _proposer(table, hpo), table=table,
-                              key_to_index={}, draw=draw)
         # the eval keys depend on the training and LS settings only, the same for every replay
-        memo = ("keys", cfg.distance == "loss")
-        if memo not in table.cache:
-            table.cache[memo] = {(config_hash(c) if c else "dense"): search._keyed(c) for c in table.configs}
-        search._key_cache = dict(table.cache[memo])
-        search.keys.update({search._keyed(c)[1]: i for i, c in enumerate(table.configs)})
+        keys = table.cache.setdefault(("keys", cfg.distance == "loss"), {})
+        search = ReplaySearch(cfg, db, None, "replay", True, _proposer(table, hpo), table=table,
+                              key_to_index={}, draw=draw, key_cache=keys)
+        search.keys.update({search.keyed(c)[1]: i for i, c in enumerate(table.configs)})
         search.ex = TableExecutor(table, search.keys, draw, method)
         res = search.run()
     finally:
@@ -245,17 +244,17 @@ def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress)
         return out
     if db_path is None:
         raise ConfigError("replay with workers needs the table's DB path")
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from lshx.search.executors import ProcessExecutor
 
     out = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(str(db_path), table.name)) as pool:
-        futs = [pool.submit(_worker_setting, (*task, seeds)) for task in tasks]
-        for k, f in enumerate(futs):
-            out.append(f.result())
+    ex = ProcessExecutor(workers, _worker_init, (str(db_path), table.name))
+    try:
+        for k, rs in enumerate(ex.map(_worker_setting, [{"task": task, "seeds": seeds} for task in tasks])):
+            out.append(rs)
             if progress:
                 progress(k + 1, len(tasks))
+    finally:
+        ex.close()
     return out
 
 
@@ -263,18 +262,15 @@ _WORKER_TABLE: Optional[Table] = None
 
 
 def _worker_init(db_path: str, name: str) -> None:
-    import os
-
-    os.environ["OMP_NUM_THREADS"] = "1"
     global _WORKER_TABLE
-    from lshx.table import load_table
+    from lshx.studies.table import load_table
 
     _WORKER_TABLE = load_table(db_path, name)
 
 
-def _worker_setting(args) -> List[dict]:
-    m, h, n, e0, ei, seeds = args
-    return [_slim(replay_one(_WORKER_TABLE, m, h, n, e0, ei, s)) for s in range(seeds)]
+def _worker_setting(job: dict) -> List[dict]:
+    m, h, n, e0, ei = job["task"]
+    return [_slim(replay_one(_WORKER_TABLE, m, h, n, e0, ei, s)) for s in range(job["seeds"])]
 
 
 def _slim(r: dict) -> dict:
@@ -292,7 +288,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     the full method and full_curve, the anytime baseline (full training of the first k
     configurations, k = 1..all) and for each setting the epochs it needs for the same regret.
     workers > 1 spreads the settings over processes (each loads the table from db_path)."""
-    from lshx.study import bootstrap_spearman
+    from lshx.studies.correlation import bootstrap_spearman
 
     methods = list(methods or default_methods(table))
     if n > len(table.configs) - 1:
@@ -371,7 +367,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
 def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spearman) -> List[dict]:
     """Spearman rho (with a bootstrap interval) of each early signal at each epoch with the
     final test ppl, over every configuration of the table (training seed 0)."""
-    from lshx.search.lsh import distances
+    from lshx.search.schedule import distances
 
     ids = list(range(1, len(table.configs)))
     y = _last(table.test[0][i] for i in ids)
@@ -402,87 +398,3 @@ def _last(values) -> List[float]:
     vals = [v if finite(v) else None for v in values]
     top = max((v for v in vals if v is not None), default=0.0)
     return [top + 1.0 if v is None else float(v) for v in vals]
-
-
-def figures(res: dict, out_dir: str | Path) -> List[Path]:
-    """regret.png (mean regret against mean epochs spent, per method, one point per setting,
-    and full training of the first k configurations as the anytime baseline),
-    rho.png (rho of each signal against the epoch) and curves.png (the table's validation
-    curves, the plateau line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    hpos = [h for h in ("grid", "tpe") if any(m["hpo"] == h for m in res["methods"])]
-    names = sorted({m["method"] for m in res["methods"]})
-    colors = plt.get_cmap("tab20")
-    style = {name: (colors(k % 20), "osD^v<>ph*"[k % 10]) for k, name in enumerate(names)}
-    fig, axes = plt.subplots(1, len(hpos), figsize=(5.5 * len(hpos) + 2.5, 4.5), sharey=True, squeeze=False)
-    for ax, hpo in zip(axes[0], hpos):
-        for name in names:
-            ms = sorted((m for m in res["methods"] if m["hpo"] == hpo and m["method"] == name),
-                        key=lambda m: m["train_epochs_mean"])
-            if ms:
-                c, mk = style[name]
-                ax.plot([m["train_epochs_mean"] for m in ms], [m["regret_mean"] for m in ms], "-", marker=mk,
-                        color=c, label=name, ms=5)
-        if res.get("full_curve"):
-            fc = res["full_curve"]
-            ax.plot([c["train_epochs"] for c in fc], [c["regret_mean"] for c in fc], "k--", lw=1,
-                    label="full training of k configs (grid order)" if hpo == hpos[-1] else None)
-        ax.set_title(f"{res['table']}: n = {res['n']}, HPO {hpo}")
-        ax.set_xlabel("training epochs spent (mean over seeds)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("regret: test ppl of the pick - best (PTB-16%)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    paths.append(out / "regret.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    signals = sorted({k for r in res["rho"] for k in r if k != "epoch"})
-    for k, sig in enumerate(signals):
-        pts = [(r["epoch"], r[sig]["rho"]) for r in res["rho"] if sig in r and r[sig]["rho"] is not None]
-        if pts:
-            ax.plot(*zip(*pts), "-", marker="osD^v<>ph*"[k % 10], color=colors(k % 20), label=sig, ms=4)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Spearman rho with the final test ppl")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "rho.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    if res.get("curves"):
-        paths.append(_curves_figure(res, out / "curves.png", plt))
-    return paths
-
-
-def _curves_figure(res: dict, path: Path, plt) -> Path:
-    from lshx.table import PLATEAU_PPL
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for row in res["curves"]:
-        dense = row["config"] == "dense"
-        for curve in row["val_ppl"]:
-            pts = [(e, v) for e, v in enumerate(curve, start=1) if v is not None and math.isfinite(v)]
-            if pts:
-                ax.plot(*zip(*pts), "-", color="k" if dense else "tab:blue", lw=2 if dense else 0.8,
-                        alpha=1 if dense else 0.5, label="dense" if dense else None)
-    ax.plot([], [], "-", color="tab:blue", lw=0.8, label=f"{res['configs']} sparse configurations")
-    ax.axhline(PLATEAU_PPL, color="tab:red", ls="--", lw=1, label=f"val ppl {PLATEAU_PPL:.0f} (off the plateau)")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation ppl (PTB-16%)")
-    ax.set_title(f"{res['table']}: every configuration's validation curve")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
