@@ -25,6 +25,39 @@ inline void check_lstm_recurrence(const at::Tensor& xproj, const at::Tensor& h0,
               "lstm_recurrence: col must be int32/64");
 }
 
+// The RHN backward's working set: contiguous weights, a pre-activation gradient buffer per
+// depth, the state gradient carried backwards (starting from grad_s and the last output's
+// gradient) and a (B, H) scratch for the state gradient through W_d.
+struct RhnBackward {
+  std::vector<at::Tensor> w, gpre, gw, gb;
+  at::Tensor carry, tmp;
+  RhnBackward(const at::Tensor& grad_out, const at::Tensor& grad_s, at::TensorList weights, const at::Tensor& states) {
+    const int64_t D = states.size(0), T = states.size(1), B = states.size(2), H = states.size(3);
+    w.resize(D), gpre.resize(D), gw.resize(D), gb.resize(D);
+    for (int64_t d = 0; d < D; ++d) {
+      w[d] = weights[d].contiguous();
+      gpre[d] = at::empty({T, B, 2 * H}, states.options());
+    }
+    carry = (grad_s + (T > 0 ? grad_out[T - 1] : at::zeros_like(grad_s))).contiguous();
+    tmp = at::empty({B, H}, states.options());
+  }
+  // The micro-steps in reverse (t = T-1..0, d = D-1..0): gates(t, d, first) writes gpre[d][t]
+  // from the carried state gradient and tmp (the device's gate kernel; tmp is unset when
+  // first), then the state gradient goes through W_d into tmp.
+  template <typename Gates>
+  void walk(int64_t T, Gates gates) {
+    const int64_t D = static_cast<int64_t>(w.size());
+    bool first = true;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      for (int64_t d = D - 1; d >= 0; --d) {
+        gates(t, d, first);
+        first = false;
+        at::mm_out(tmp, gpre[d][t], w[d]);  // the state gradient through W_d
+      }
+    }
+  }
+};
+
 // The RHN backward's last step: gw[d] = gpre[d]^T @ (states[d] * drop) over all T*B rows and
 // gb[d] = the column sums of gpre[d], for every depth d (drop undefined: no dropout).
 inline void rhn_weight_grads(const std::vector<at::Tensor>& gpre, const at::Tensor& states, const at::Tensor& drop,

@@ -193,40 +193,27 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   auto states = states_.contiguous(), gates = gates_.contiguous();
   auto grad_out = grad_out_.contiguous();
   auto drop = has_drop ? drop_->contiguous() : at::Tensor();
-  auto opts = states.options();
-  std::vector<at::Tensor> w(D), gpre(D), gw(D), gb(D);
-  for (int64_t d = 0; d < D; ++d) {
-    w[d] = weights[d].contiguous();
-    gpre[d] = at::empty({T, B, 2 * H}, opts);
-  }
-  auto carry = (grad_s_ + (T > 0 ? grad_out[T - 1] : at::zeros_like(grad_s_))).contiguous();
-  auto tmp = at::empty({B, H}, opts);
+  RhnBackward bw(grad_out, grad_s_, weights, states);
   if (T > 0) {
     AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "rhn_recurrence_backward_cpu", [&] {
       const scalar_t* S = states.data_ptr<scalar_t>();
       const scalar_t* Gt = gates.data_ptr<scalar_t>();
       const scalar_t* GO = grad_out.data_ptr<scalar_t>();
       const scalar_t* M = has_drop ? drop.data_ptr<scalar_t>() : nullptr;
-      scalar_t* C = carry.data_ptr<scalar_t>();
+      scalar_t* C = bw.carry.data_ptr<scalar_t>();
       const int64_t n = B * H;
-      bool first = true;
-      for (int64_t t = T - 1; t >= 0; --t) {
-        for (int64_t d = D - 1; d >= 0; --d) {
-          const int64_t k = d * T + t;
-          const scalar_t* gadd = (d == D - 1 && t < T - 1) ? GO + t * n : nullptr;
-          scalar_t* gp = gpre[d].data_ptr<scalar_t>() + t * 2 * n;
-          backward_gates<scalar_t>(C, first ? nullptr : tmp.data_ptr<scalar_t>(), M, gadd, Gt + k * 2 * n, S + k * n,
-                                   gp, B, H);
-          first = false;
-          at::mm_out(tmp, gpre[d][t], w[d]);  // the state gradient through W_d
-        }
-      }
+      bw.walk(T, [&](int64_t t, int64_t d, bool first) {
+        const int64_t k = d * T + t;
+        const scalar_t* gadd = (d == D - 1 && t < T - 1) ? GO + t * n : nullptr;
+        backward_gates<scalar_t>(C, first ? nullptr : bw.tmp.data_ptr<scalar_t>(), M, gadd, Gt + k * 2 * n,
+                                 S + k * n, bw.gpre[d].data_ptr<scalar_t>() + t * 2 * n, B, H);
+      });
     });
     // the gradient of s0: what skips W_0 plus what goes through it
-    carry = has_drop ? carry.add_(tmp * drop) : carry.add_(tmp);
+    bw.carry = has_drop ? bw.carry.add_(bw.tmp * drop) : bw.carry.add_(bw.tmp);
   }
-  rhn_weight_grads(gpre, states, drop, gw, gb);
-  return {gpre[0], carry, gw, gb};
+  rhn_weight_grads(bw.gpre, states, drop, bw.gw, bw.gb);
+  return {bw.gpre[0], bw.carry, bw.gw, bw.gb};
 }
 
 TORCH_LIBRARY_IMPL(lshx, CPU, m) {

@@ -80,14 +80,7 @@ rhn_recurrence_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& grad
   const bool has_drop = drop_.has_value() && drop_->defined();
   auto states = states_.contiguous(), gates = gates_.contiguous(), grad_out = grad_out_.contiguous();
   auto drop = has_drop ? drop_->contiguous() : at::Tensor();
-  auto opts = states.options();
-  std::vector<at::Tensor> w(D), gpre(D), gw(D), gb(D);
-  for (int64_t d = 0; d < D; ++d) {
-    w[d] = weights[d].contiguous();
-    gpre[d] = at::empty({T, B, 2 * H}, opts);
-  }
-  auto carry = (grad_s_ + (T > 0 ? grad_out[T - 1] : at::zeros_like(grad_s_))).contiguous();
-  auto tmp = at::empty({B, H}, opts);
+  RhnBackward bw(grad_out, grad_s_, weights, states);
   if (T > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     const float* S = states.data_ptr<float>();
@@ -95,22 +88,17 @@ rhn_recurrence_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& grad
     const float* GO = grad_out.data_ptr<float>();
     const float* M = has_drop ? drop.data_ptr<float>() : nullptr;
     const int64_t n = B * H;
-    bool first = true;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      for (int64_t d = D - 1; d >= 0; --d) {
-        const int64_t k = d * T + t;
-        const float* gadd = (d == D - 1 && t < T - 1) ? GO + t * n : nullptr;
-        LSHX_CUDA_OK(cuda::rhn_backward_step(carry.data_ptr<float>(), first ? nullptr : tmp.data_ptr<float>(), M,
-                                             gadd, Gt + k * 2 * n, S + k * n,
-                                             gpre[d].data_ptr<float>() + t * 2 * n, B, H, stream));
-        first = false;
-        at::mm_out(tmp, gpre[d][t], w[d]);
-      }
-    }
-    carry = has_drop ? carry.add_(tmp * drop) : carry.add_(tmp);
+    bw.walk(T, [&](int64_t t, int64_t d, bool first) {
+      const int64_t k = d * T + t;
+      const float* gadd = (d == D - 1 && t < T - 1) ? GO + t * n : nullptr;
+      LSHX_CUDA_OK(cuda::rhn_backward_step(bw.carry.data_ptr<float>(), first ? nullptr : bw.tmp.data_ptr<float>(), M,
+                                           gadd, Gt + k * 2 * n, S + k * n, bw.gpre[d].data_ptr<float>() + t * 2 * n,
+                                           B, H, stream));
+    });
+    bw.carry = has_drop ? bw.carry.add_(bw.tmp * drop) : bw.carry.add_(bw.tmp);
   }
-  rhn_weight_grads(gpre, states, drop, gw, gb);
-  return {gpre[0], carry, gw, gb};
+  rhn_weight_grads(bw.gpre, states, drop, bw.gw, bw.gb);
+  return {bw.gpre[0], bw.carry, bw.gw, bw.gb};
 }
 
 TORCH_LIBRARY_IMPL(lshx, CUDA, m) {
