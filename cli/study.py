@@ -6,7 +6,7 @@ import click
 from lshx.cli.options import clean_json, echo_json, run_db_options, start_executor
 from lshx.presets import PRESET_NAMES, TASKS
 from lshx.search.schedule import DISTANCES
-from lshx.search.space import POOLS
+from lshx.search.space import POOLS, describe
 
 
 @click.group("study")
@@ -197,8 +197,33 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
     if as_json:
         echo_json(res)
         return
-    click.echo(f"table {res['table']}: {res['configs']} configurations, {res['table_seeds']} training seed(s); "
-               f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} seeds per setting")
+    _echo_replay(res, n, seeds)
+
+
+def _ci(ci, fmt="+.2f") -> str:
+    return "-" if not ci else f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def _echo_noise(noise: dict) -> None:
+    t, tw = noise["test_ppl"], noise["twins"]
+    parts = []
+    for key, what in (("off_plateau", "configurations off the plateau in every seed"), ("all", "every configuration")):
+        if t[key]["sd"] is not None:
+            parts.append(f"{t[key]['sd']:.2f} {_ci((t[key]['lo'], t[key]['hi']), '.2f')} (df {t[key]['df']}, "
+                         f"{t[key]['groups']} {what})")
+    if tw["sd"] is not None:
+        parts.append(f"twin pairs {tw['sd']:.2f} {_ci((tw['lo'], tw['hi']), '.2f')} (df {tw['df']})")
+    if parts:
+        click.echo("training noise, SD of the final test ppl between runs of one configuration: " + "; ".join(parts))
+
+
+def _echo_replay(res: dict, n: int, seeds: int) -> None:
+    S = res["table_seeds"]
+    best = res["best"]
+    click.echo(f"table {res['table']}: {res['configs']} configurations, {S} training seed(s); best in expectation: "
+               f"{describe(best['config'])}, mean test ppl {best['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} "
+               f"replays per setting" + (f" and {seeds} on each training seed" if S >= 2 else ""))
+    _echo_noise(res["noise"])
     _echo_plateau(res["off_plateau"])
     for sk in res["skipped_settings"]:
         click.echo(f"skipped e0 = {sk['e0']}, ei = {sk['ei']}: its last elimination (epoch {sk['last_elimination']}) "
@@ -207,22 +232,30 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
         click.echo("full training of the first k configurations (seeded grid order), mean regret: " +
                    ", ".join(f"{c['k']}: {c['regret_mean']:.1f}" for c in res["full_curve"]))
     curve = bool(res["full_curve"])
-    click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>8s} {'p_best':>7s} "
-               f"{'epochs':>7s}" + (f" {'full@same':>9s}" if curve else ""))
+    click.echo(f"{'method':22s} {'hpo':5s} {'e0':>3s} {'ei':>3s} {'test ppl':>9s} {'regret':>7s} "
+               f"{'[95%, replays]':>16s} {'[95%, seeds]':>16s} {'p_best':>7s} {'epochs':>7s}" +
+               (f" {'full@same':>9s}" if curve else ""))
     for m in res["methods"]:
         same = m.get("full_epochs_same_regret")
         click.echo(f"{m['method']:22s} {m['hpo']:5s} {m['e0'] or '-':>3} {m['ei'] or '-':>3} "
-                   f"{m['final_test_ppl_mean']:9.2f} {m['regret_mean']:8.2f} {m['p_best']:7.3f} "
-                   f"{m['train_epochs_mean']:7.1f}" + (f" {same if same is not None else '-':>9}" if curve else ""))
-    if res["full_curve"]:
-        click.echo("(full@same: the epochs full training of k configurations needs for the same mean regret)")
+                   f"{m['final_test_ppl_mean']:9.2f} {m['regret_mean']:7.2f} {_ci(m['regret_ci']):>16s} "
+                   f"{_ci(m.get('regret_t_ci')):>16s} {m['p_best']:7.3f} {m['train_epochs_mean']:7.1f}" +
+                   (f" {same if same is not None else '-':>9}" if curve else ""))
+    click.echo("(regret: the picked configuration's mean test ppl over the training seeds minus the best one's; "
+               "[95%, seeds]: a t-interval across the per-seed replays" +
+               ("; full@same: the epochs full training of k configurations needs for the same mean regret)"
+                if curve else ")"))
     first = next((m["method"] for m in res["methods"] if m["method"].startswith("lsh")), None)
-    wins = [w for w in res["wins"] if w["a"] == first and w["b"] in ("loss", "full", "random")]
-    if wins:
-        click.echo(f"{first} against the others on the same seeds (P(better) with a 95% bootstrap interval; "
-                   f"--json: every pair):")
-        for w in wins:
-            setting = f"e0 = {w['e0']}, ei = {w['ei']}"  # (the LSH search's; loss runs the same schedule)
-            click.echo(f"  vs {w['b']:7s} {w['hpo']:5s} {setting:16s} {first} better {w['p_a_better']:.3f} "
-                       f"[{w['lo']:.3f}, {w['hi']:.3f}], worse {w['p_b_better']:.3f}, tie {w['p_tie']:.3f}; "
-                       f"test ppl {w['mean_diff']:+.2f}")
+    diffs = [d for d in res["differences"] if d["a"] == first and d["b"] == "loss"]
+    if diffs:
+        click.echo(f"{first} - loss, difference in regret on the same replays (< 0: {first} picks better):")
+        for d in diffs:
+            setting = f"e0 = {d['e0']}, ei = {d['ei']}"
+            verdict = {"a picks better": f"{first} picks better", "b picks better": "loss picks better"}.get(
+                d["verdict"], d["verdict"])
+            click.echo(f"  {d['hpo']:5s} {setting:16s} {d['mean']:+.2f} {_ci(d['ci'])} over replays" +
+                       (f", {_ci(d['t_ci'])} across {S} seeds" if d.get("t_ci") else "") + f": {verdict}")
+    if S < 2:
+        click.echo("one training seed: every interval covers the searches' randomness on this table only, not "
+                   "training noise")
+    click.echo(res["rho"]["note"] + " (--json: rho per epoch and signal)")

@@ -1,7 +1,8 @@
 """Summarizes a replay (`lshx study replay ... --out DIR` writes DIR/replay.json) as the markdown
-tables of docs/results.md (f): the plateau, every method's regret, LSH against the loss-based
-search setting by setting, the epochs full training needs to pick as well as each method,
-and which early signal ranks the configurations best at each epoch.
+tables of docs/results.md (f): the table's training noise, the plateau, every method's regret
+with its intervals, LSH against the loss-based search setting by setting (with the verdict the
+intervals allow), the epochs full training needs to pick as well as each method, and which
+early signal ranks the configurations best at each epoch.
 
     python scripts/replay_summary.py docs/figures/replay/replay.json
 """
@@ -9,12 +10,42 @@ import json
 import sys
 
 
-def num(v):
-    return "-" if v is None else f"{v:.1f}"  # (replay.json writes inf and NaN as null)
+def num(v, fmt=".1f"):
+    return "-" if v is None else f"{v:{fmt}}"  # (replay.json writes inf and NaN as null)
+
+
+def ci(c, fmt="+.2f"):
+    return "-" if not c or c[0] is None else f"[{c[0]:{fmt}}, {c[1]:{fmt}}]"
 
 
 def fmt_setting(m):
     return f"e0={m['e0']} ei={m['ei']}" if m["e0"] else "-"
+
+
+def noise(res):
+    n = res["noise"]
+    print("| training noise: SD of the final test ppl between runs of one configuration | SD [95%] | df |")
+    print("|---|---|---|")
+    t = n["test_ppl"]
+    for key, what in (("off_plateau", "configurations off the plateau in every seed"), ("all", "every configuration")):
+        if t[key]["sd"] is not None:
+            print(f"| pooled over the {t[key]['groups']} {what} | {t[key]['sd']:.2f} "
+                  f"{ci((t[key]['lo'], t[key]['hi']), '.2f')} | {t[key]['df']} |")
+    tw = n["twins"]
+    if tw["sd"] is not None:
+        print(f"| the {len(tw['pairs'])} twin pairs (one algorithm trained twice), every seed | {tw['sd']:.2f} "
+              f"{ci((tw['lo'], tw['hi']), '.2f')} | {tw['df']} |")
+    if n["dense_test_ppl"]["sd"] is not None:
+        print(f"| the dense model ({', '.join(f'{v:.2f}' for v in n['dense_test_ppl']['values'])}) | "
+              f"{n['dense_test_ppl']['sd']:.2f} | {n['seeds'] - 1} |")
+    rows = [e for e in n["val_ppl"] if e["off_plateau"]["sd"] is not None]
+    if rows:
+        print()
+        print("| epoch | SD of the val ppl, off-plateau configurations (df) | every configuration (df) |")
+        print("|---|---|---|")
+        for e in rows:
+            print(f"| {e['epoch']} | {e['off_plateau']['sd']:.2f} ({e['off_plateau']['df']}) | "
+                  f"{num(e['all']['sd'], '.2f')} ({e['all']['df']}) |")
 
 
 def plateau(res):
@@ -24,85 +55,102 @@ def plateau(res):
         print(f"| {r['epoch']} | {r['off']}/{r['runs']} | {num(r['median_val_ppl'])} | {num(r['dense_val_ppl'])} |")
 
 
-def methods(res, hpo):
-    """One row per method: its best setting and the mean over its settings."""
-    by = {}
+def methods(res, hpo, settings=None):
+    """Every method at the given settings (default: all) with both intervals."""
+    print(f"| method ({hpo}) | setting | regret | [95%, replays] | [95%, across seeds] | regret vs the drawn best | "
+          f"p_best | epochs |")
+    print("|---|---|---|---|---|---|---|---|")
     for m in res["methods"]:
-        if m["hpo"] == hpo:
-            by.setdefault(m["method"], []).append(m)
-    print(f"| method ({hpo}) | settings | regret, mean over its settings | its lowest-regret setting (optimistic: "
-          f"the best of up to 8) | that regret | its p_best | its epochs |")
-    print("|---|---|---|---|---|---|---|")
-    for name, ms in sorted(by.items(), key=lambda kv: min(m["regret_mean"] for m in kv[1])):
-        best = min(ms, key=lambda m: m["regret_mean"])
-        mean = sum(m["regret_mean"] for m in ms) / len(ms)
-        print(f"| {name} | {len(ms)} | {mean:.2f} | {fmt_setting(best)} | {best['regret_mean']:.2f} | "
-              f"{best['p_best']:.3f} | {best['train_epochs_mean']:.1f} |")
+        if m["hpo"] != hpo or (settings and m["e0"] and (m["e0"], m["ei"]) not in settings):
+            continue
+        print(f"| {m['method']} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {ci(m['regret_ci'])} | "
+              f"{ci(m.get('regret_t_ci'))} | {m['regret_drawn_mean']:.2f} | {m['p_best']:.3f} | "
+              f"{m['train_epochs_mean']:.1f} |")
 
 
 def lsh_vs(res, hpo, a="lsh-pca2", b="loss"):
-    """a against b on the same seeds at every setting: who picks the better configuration."""
-    rows = [w for w in res["wins"] if w["a"] == a and w["b"] == b and w["hpo"] == hpo]
+    """a against b on the same replays at every setting: the regret difference and the verdict."""
+    rows = [d for d in res["differences"] if d["a"] == a and d["b"] == b and d["hpo"] == hpo]
     if not rows:
         return
-    reg = {(m["method"], m["e0"], m["ei"]): m for m in res["methods"] if m["hpo"] == hpo}
-    print(f"| setting ({hpo}) | regret {a} | regret {b} | P({a} better) [95%] | P({b} better) | tie | "
-          f"mean test ppl {a} - {b} | epochs {a} / {b} |")
+    print(f"| setting ({hpo}) | regret {a} - {b} | [95%, replays] | per training seed | [95%, across seeds] | "
+          f"P({a} better) | P({b} better) | verdict |")
     print("|---|---|---|---|---|---|---|---|")
-    for w in sorted(rows, key=lambda w: (w["e0"], w["ei"])):
-        ma, mb = reg[(a, w["e0"], w["ei"])], reg[(b, w["e0"], w["ei"])]
-        print(f"| e0={w['e0']} ei={w['ei']} | {ma['regret_mean']:.2f} | {mb['regret_mean']:.2f} | "
-              f"{w['p_a_better']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] | {w['p_b_better']:.3f} | {w['p_tie']:.3f} | "
-              f"{w['mean_diff']:+.2f} | {ma['train_epochs_mean']:.0f} / {mb['train_epochs_mean']:.0f} |")
+    for d in sorted(rows, key=lambda d: (d["e0"], d["ei"])):
+        per = ", ".join(f"{v:+.2f}" for v in d.get("per_seed", [])) or "-"
+        verdict = {"a picks better": f"{a} picks better", "b picks better": f"{b} picks better"}.get(
+            d["verdict"], d["verdict"])
+        print(f"| e0={d['e0']} ei={d['ei']} | {d['mean']:+.2f} | {ci(d['ci'])} | {per} | {ci(d.get('t_ci'))} | "
+              f"{d['p_a_better']:.3f} | {d['p_b_better']:.3f} | {verdict} |")
 
 
 def full_curve(res):
     """The anytime baseline: full training of the first k configurations (seeded grid order)."""
-    print("| k configurations trained fully | training epochs | regret | p_best |")
-    print("|---|---|---|---|")
+    print("| k configurations trained fully | training epochs | regret | per training seed | p_best |")
+    print("|---|---|---|---|---|")
     for c in res["full_curve"]:
-        print(f"| {c['k']} | {c['train_epochs']} | {c['regret_mean']:.2f} | {c['p_best']:.3f} |")
+        per = ", ".join(f"{v:.2f}" for v in c.get("regret_per_seed", [])) or "-"
+        print(f"| {c['k']} | {c['train_epochs']} | {c['regret_mean']:.2f} | {per} | {c['p_best']:.3f} |")
 
 
 def epochs_for_full_quality(res, hpo, names=("lsh-pca2", "loss")):
     """Per setting: the epochs a method spends, and the epochs full training of k configurations
-    needs before its mean regret is as low (None: never, even with every configuration)."""
+    needs before its mean regret is as low (None: never), from the mixed replays and from each
+    training seed's (their spread is what the figure is worth)."""
     rows = [m for m in res["methods"] if m["hpo"] == hpo and m["method"] in names and m["e0"]]
-    if not rows or "full_curve" not in res:
+    if not rows or not res.get("full_curve"):
         return
-    print(f"| method ({hpo}) | setting | regret | epochs | full training's epochs for that regret | "
-          f"full / method |")
+    print(f"| method ({hpo}) | setting | regret | epochs | full training's epochs for that regret | per training "
+          f"seed |")
     print("|---|---|---|---|---|---|")
     for m in sorted(rows, key=lambda m: (m["method"], m["e0"], m["ei"])):
         f = m.get("full_epochs_same_regret")
-        ratio = f"{f / m['train_epochs_mean']:.2f}" if f else "-"
+        per = ", ".join("not reached" if v is None else str(v) for v in m.get("full_epochs_same_regret_per_seed", []))
         print(f"| {m['method']} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {m['train_epochs_mean']:.0f} | "
-              f"{f if f else 'not reached'} | {ratio} |")
+              f"{f if f else 'not reached'} | {per or '-'} |")
 
 
-def signals(res):
-    """Spearman rho of each signal at each epoch with the final test ppl (higher: the signal
-    ranks the configurations more like their final test ppl); the best one with its interval."""
-    sigs = sorted({k for r in res["rho"] for k in r if k != "epoch"})
+def signals(res, ls=("lsh-pca2",)):
+    """Spearman rho of each signal at each epoch with the final test ppl of the same run, averaged
+    over the training seeds, and the paired difference of the LS signals with the val ppl."""
+    rows = res["rho"]["epochs"]
+    sigs = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl")})
     print("| epoch | " + " | ".join(sigs) + " | highest rho (point estimate) [95%] |")
     print("|---|" + "---|" * (len(sigs) + 1))
-    for r in res["rho"]:
+    for r in rows:
         vals = {s: r[s]["rho"] for s in sigs if s in r and r[s]["rho"] is not None}
         cells = [f"{vals[s]:.2f}" if s in vals else "-" for s in sigs]
         best = "-"
         if vals:
             b = max(vals, key=lambda s: vals[s])
-            lo, hi = r[b]["lo"], r[b]["hi"]
-            best = f"{b} {vals[b]:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+            best = f"{b} {vals[b]:.2f} {ci((r[b]['lo'], r[b]['hi']), '.2f')}"
         print(f"| {r['epoch']} | " + " | ".join(cells) + f" | {best} |")
+    for name in ls:
+        print()
+        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%] | per training seed |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            if name not in r.get("minus_val_ppl", {}):
+                continue
+            d, a, v = r["minus_val_ppl"][name], r[name], r["val_ppl"]
+            per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+            mark = " (excludes 0)" if d["excludes_zero"] else ""
+            print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
+                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} |")
+    print()
+    print(res["rho"]["note"] + ".")
 
 
 def main(path):
     res = json.load(open(path))
     hpos = [h for h in ("grid", "tpe") if any(m["hpo"] == h for m in res["methods"])]
     print(f"Table {res['table']}: {res['configs']} configurations + dense, {res['table_seeds']} training seed(s); "
-          f"best test ppl {res['best']['test_ppl']:.2f} (PTB-16%), {res['best']['config']}; n = {res['n']}, "
-          f"{res['methods'][0]['seeds']} replays per setting.\n")
+          f"best in expectation {res['best']['config']}, mean test ppl {res['best']['test_ppl']:.2f} (PTB-16%); "
+          f"n = {res['n']}, {res['methods'][0]['seeds']} replays per setting"
+          + (" and as many on each training seed." if res["table_seeds"] >= 2 else
+             "; one training seed: the intervals exclude training noise.") + "\n")
+    noise(res)
+    print()
     plateau(res)
     for hpo in hpos:
         print()

@@ -26,7 +26,7 @@ def table_db(tmp_path_factory):
             (d / f"ptb.{split}.txt").write_text("".join(next(f) for _ in range(n)), encoding="utf-8")
     db = tmp_path_factory.mktemp("table") / "t.sqlite"
     cfg = table_configs("ptb-lstm", "random", 8, "smoke", data=str(d), max_batches=3, final_epochs=4)
-    train_table(cfg, db, SerialExecutor(threads=1), "t", quiet=True)
+    train_table(cfg, db, SerialExecutor(threads=1), "t", seeds=2, quiet=True)
     return db, str(d)
 
 
@@ -45,7 +45,7 @@ def test_replay_takes_the_live_searchs_decisions(table_db, tmp_path, hpo, distan
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=data, max_batches=3, n=6, e0=2, ei=1, final_epochs=4,
                                    hpo=hpo, train_seed=0, seed=5, distance=distance)
     live = run_search(cfg, tmp_path / "live.sqlite", SerialExecutor(threads=1), quiet=True, proposer=proposer)
-    rep = replay_one(table, Method(distance, distance=distance), hpo, 6, 2, 1, 5)
+    rep = replay_one(table, Method(distance, distance=distance), hpo, 6, 2, 1, 5, train_seed=0)
     assert len(live["rounds"]) == len(rep["rounds"]) == 2 and live["rounds"][0]["inserted"]
     for a, b in zip(live["rounds"], rep["rounds"]):
         assert (a["epoch"], a["alive"], a["eliminated"], a["inserted"]) == \
@@ -83,21 +83,40 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     full = [m for m in res["methods"] if m["method"] == "full"][0]
     assert full["train_epochs_mean"] == 6 * table.final_epochs  # every initial config trained to P
     # the anytime baseline: k = 1..8 configs trained fully; its k = 6 is the full method itself,
-    # and with all 8 trained it always picks the configuration with the best validation ppl
+    # and with all 8 trained on one training seed it picks that seed's best validation ppl
     curve = res["full_curve"]
     assert [c["k"] for c in curve] == list(range(1, 9)) and curve[5]["regret_mean"] == full["regret_mean"]
-    assert curve[-1]["p_best"] in (0.0, 1.0) and curve[-1]["train_epochs"] == 8 * table.final_epochs
+    assert curve[-1]["train_epochs"] == 8 * table.final_epochs
+    mean_test = [table.mean_test(i) for i in range(9)]
+    for t in range(2):
+        pick = min(range(1, 9), key=lambda i: (min(e["val_ppl"] for e in table.evals[t][i].values()), i))
+        assert curve[-1]["regret_per_seed"][t] == pytest.approx(mean_test[pick] - min(mean_test[1:]))
     for m in res["methods"]:
         f = m["full_epochs_same_regret"]
         assert f is None or (f % table.final_epochs == 0 and
                              [c for c in curve if c["train_epochs"] == f][0]["regret_mean"] <= m["regret_mean"])
-    assert res["off_plateau"][-1]["runs"] == 8 and len(res["curves"]) == 9  # the dense model and the 8
-    for w in res["wins"]:
-        assert w["p_a_better"] + w["p_b_better"] + w["p_tie"] == pytest.approx(1.0)
-    assert {(w["a"], w["b"]) for w in res["wins"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random"),
-                                                       ("lsh-pca2", "full"), ("loss", "random"), ("loss", "full")}
-    assert len([w for w in res["wins"] if w["b"] == "loss"]) == 2  # once per setting (e0 = 1, 2)
-    assert [r["epoch"] for r in res["rho"]] == [1, 2, 3, 4] and "val_ppl" in res["rho"][0]
+    assert res["off_plateau"][-1]["runs"] == 16 and len(res["curves"]) == 9  # 8 configs x 2 seeds; dense + 8
+    # two training seeds: every method also replayed on each seed alone, with a t-interval across them
+    for m in res["methods"]:
+        assert len(m["regret_per_seed"]) == 2
+        lo, hi = m["regret_t_ci"]
+        assert lo <= sum(m["regret_per_seed"]) / 2 <= hi
+        assert m["regret_ci"][0] <= m["regret_mean"] <= m["regret_ci"][1]
+    for d in res["differences"]:
+        assert d["p_a_better"] + d["p_b_better"] + d["p_tie"] == pytest.approx(1.0)
+        assert d["includes_training_noise"] and len(d["per_seed"]) == 2
+        assert d["verdict"] in ("not distinguishable", "a picks better", "b picks better")
+        if not (d["t_ci_excludes_zero"] and d["ci_excludes_zero"]):
+            assert d["verdict"] == "not distinguishable"
+    assert {(d["a"], d["b"]) for d in res["differences"]} == {("lsh-pca2", "loss"), ("lsh-pca2", "random"),
+                                                              ("lsh-pca2", "full"), ("loss", "random"),
+                                                              ("loss", "full")}
+    assert len([d for d in res["differences"] if d["b"] == "loss"]) == 2  # once per setting (e0 = 1, 2)
+    rho = res["rho"]["epochs"]
+    assert [r["epoch"] for r in rho] == [1, 2, 3, 4] and len(rho[0]["val_ppl"]["per_seed"]) == 2
+    assert set(rho[0]["minus_val_ppl"]) == {"lsh-pca2"} and res["rho"]["pairs_examined"] == 4
+    noise = res["noise"]
+    assert noise["seeds"] == 2 and noise["test_ppl"]["all"]["df"] == 8 and len(noise["per_config"]) == 8
     out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
                           "--methods", "lsh-pca2,loss", "--json", "--quiet", "--out", str(tmp_path / "fig")],
@@ -108,9 +127,9 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     text = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                            "--n", "6", "--e0", "2", "--ei", "1", "--seeds", "3", "--hpo", "grid",
                            "--methods", "lsh-pca2,loss,random", "--quiet"], capture_output=True, text=True, check=True)
-    assert "sparse runs with val ppl < 450" in text.stdout
-    assert [ln.split()[:2] for ln in text.stdout.splitlines() if ln.startswith("  vs ")] == [["vs", "loss"],
-                                                                                            ["vs", "random"]]
+    assert "sparse runs with val ppl < 450" in text.stdout and "training noise, SD of the final test ppl" in text.stdout
+    diff = [ln for ln in text.stdout.splitlines() if ln.startswith("  grid  e0 = 2, ei = 1")]
+    assert len(diff) == 1 and "across 2 seeds" in diff[0]
     bad = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",
                           "--methods", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown method" in bad.stderr and "Traceback" not in bad.stderr
@@ -125,11 +144,11 @@ def test_default_methods_follow_what_the_table_recorded(table_db):
 def test_a_diverged_pick_is_penalized_not_dropped(table_db):
     import numpy as np
 
-    from lshx.studies.replay import _penalized
+    from lshx.studies.replay_stats import penalized
 
     table = load_table(table_db[0], "t")
     worst = max(v for t in table.test for v in t if math.isfinite(v))
-    assert _penalized(table, np.array([1.0, math.inf, math.nan])).tolist() == [1.0, worst, worst]
+    assert penalized(table, np.array([1.0, math.inf, math.nan])).tolist() == [1.0, worst, worst]
 
 
 def test_a_replay_refuses_a_schedule_past_the_tables_epochs(table_db):
@@ -174,10 +193,10 @@ def test_settings_past_the_tables_epochs_are_skipped_and_said(table_db):
 
 
 def test_diverged_values_rank_last_in_rho():
-    from lshx.studies.replay import _last
+    from lshx.studies.replay_stats import last_ranked
 
-    assert _last([3.0, math.inf, None, 1.0, float("nan")]) == [3.0, 4.0, 4.0, 1.0, 4.0]
-    assert _last([None, None]) == [1.0, 1.0]
+    assert last_ranked([3.0, math.inf, None, 1.0, float("nan")]) == [3.0, 4.0, 4.0, 1.0, 4.0]
+    assert last_ranked([None, None]) == [1.0, 1.0]
 
 
 def test_replay_summary_script_on_a_replay(table_db, tmp_path):
@@ -193,5 +212,6 @@ def test_replay_summary_script_on_a_replay(table_db, tmp_path):
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "replay.json")], check=True,
                          capture_output=True, text=True).stdout
     assert "| e0=1 ei=1 |" in out and "| e0=2 ei=1 |" in out  # LSH against loss at both settings
+    assert "training noise" in out and "[95%, across seeds]" in out
     assert "full training's epochs for that regret" in out and "highest rho" in out
     assert "| 8 | 32 |" in out  # the anytime curve ends with all 8 configurations trained 4 epochs

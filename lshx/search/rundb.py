@@ -6,7 +6,8 @@ Evaluations are keyed by (eval key, seed, epoch), the eval key hashing everythin
 determines them (training and LS settings), so they are idempotent and several searches
 under different names share them.
 
-Every connection waits up to BUSY_TIMEOUT_S on a busy DB instead of failing. A file that
+Every connection waits up to busy_timeout() seconds (LSHX_DB_TIMEOUT, default 60) on a busy
+DB instead of failing. A file that
 is not a run DB (not SQLite, or SQLite with other tables), or one that a newer lshx wrote,
 is refused with an LshxError (one line, exit 2 in the CLI) and left as it was: nothing
 is written into it, not even the WAL switch.
@@ -26,7 +27,19 @@ from lshx.errors import LshxError
 # PRAGMA user_version of the DBs this lshx writes: 0 = written before the version was recorded
 # (read and migrated), 2 = with the leases table. A DB of a higher version is refused.
 SCHEMA_VERSION = 2
-BUSY_TIMEOUT_S = float(os.environ.get("LSHX_DB_TIMEOUT", "60"))
+
+
+def busy_timeout() -> float:
+    """Seconds a connection waits on a busy DB: LSHX_DB_TIMEOUT (a number > 0), default 60."""
+    raw = os.environ.get("LSHX_DB_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise LshxError(f"LSHX_DB_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+    return value
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 TABLES = {
@@ -51,7 +64,7 @@ def _columns(spec: str) -> List[str]:
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection that waits on a busy DB (autocommit; BEGIN IMMEDIATE where needed)."""
-    return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    return sqlite3.connect(str(path), timeout=busy_timeout(), isolation_level=None)
 
 
 class RunDB:
@@ -87,7 +100,7 @@ class RunDB:
             raise LshxError(f"no run DB at {self.path}")
         try:
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                        timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                                        timeout=busy_timeout(), isolation_level=None)
         except sqlite3.Error as exc:
             raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
         try:
@@ -99,9 +112,12 @@ class RunDB:
             self.conn.close()
             raise
         if not ok:
+            empty = self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
             self.conn.close()
+            if empty:
+                raise LshxError(f"{self.path} is empty: no run DB was written there")
             raise LshxError(f"the run DB {self.path} was written by an older lshx: open it once with a command "
-                            f"that writes (e.g. lshx report {self.path}) to bring it up to date")
+                            f"that writes (e.g. lshx search ... --db {self.path} --resume) to bring it up to date")
 
     def _check_file(self) -> None:
         if self.path.is_dir():
@@ -161,7 +177,7 @@ class RunDB:
     def _set_wal(self, wait_s: Optional[float] = None) -> None:
         """Switches to WAL. Changing the journal mode ignores SQLite's busy timeout, so a
         second process opening a new DB at the same moment got 'database is locked': retry."""
-        deadline = time.monotonic() + (BUSY_TIMEOUT_S if wait_s is None else wait_s)
+        deadline = time.monotonic() + (busy_timeout() if wait_s is None else wait_s)
         while True:
             try:
                 self.conn.execute("PRAGMA journal_mode=WAL")

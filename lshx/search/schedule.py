@@ -91,7 +91,11 @@ def distances(kind: str, dense: Dict[int, dict], cands: Dict[int, Dict[int, dict
             ok = ev and not ev["diverged"] and ev["val_ppl"] is not None and math.isfinite(ev["val_ppl"])
             out[c] = float(ev["val_ppl"]) if ok else math.inf
         return out
-    ref = dense[epoch]["spectrum"]
+    ref = (dense.get(epoch) or {}).get("spectrum")
+    if ref is None or (dense[epoch].get("diverged")) or not all(math.isfinite(v) for v in ref):
+        raise ConfigError(f"the dense model has no finite spectrum at epoch {epoch} (it diverged, or its evaluation "
+                          f"is missing): every LS distance is measured from it; lower the dense model's learning "
+                          f"rate or compare by --distance loss")
     good = [c for c in alive if cands[c].get(epoch) and not cands[c][epoch]["diverged"]
             and cands[c][epoch]["spectrum"] is not None]
     out = {c: math.inf for c in alive}

@@ -161,11 +161,18 @@ def replay_figures(res: dict, out_dir: str | Path) -> List[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    signals = sorted({k for r in res["rho"] for k in r if k != "epoch"})
+    rows = res["rho"]["epochs"]
+    signals = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl")})
     for k, sig in enumerate(signals):
-        pts = [(r["epoch"], r[sig]["rho"]) for r in res["rho"] if sig in r and r[sig]["rho"] is not None]
+        pts = [(r["epoch"], r[sig]["rho"], r[sig]["lo"], r[sig]["hi"]) for r in rows
+               if sig in r and r[sig]["rho"] is not None]
         if pts:
-            ax.plot(*zip(*pts), "-", marker="osD^v<>ph*"[k % 10], color=colors(k % 20), label=sig, ms=4)
+            e, rho, lo, hi = zip(*pts)
+            ax.plot(e, rho, "-", marker="osD^v<>ph*"[k % 10], color=colors(k % 20), label=sig, ms=4)
+            if sig in ("lsh-pca2", "val_ppl"):  # the two the paper compares, with their 95% intervals
+                ax.fill_between(e, lo, hi, color=colors(k % 20), alpha=0.15)
+    ax.set_title(f"{res['table']}: rho averaged over {res['table_seeds']} training seed(s) "
+                 f"(shaded: 95% intervals of lsh-pca2 and val ppl)", fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel("Spearman rho with the final test ppl")
     ax.axhline(0, color="k", lw=0.5)

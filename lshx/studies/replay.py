@@ -22,10 +22,11 @@ from lshx.search.executors import Executor
 from lshx.search.hpo import GridProposer, HyperoptProposer, Proposer
 from lshx.search.config import SearchConfig
 from lshx.search.engine import Search
-from lshx.search.schedule import elimination_epochs, round_seed
+from lshx.search.schedule import distances, elimination_epochs, round_seed
 from lshx.search.rundb import MemoryRunDB
 from lshx.search.space import config_hash
-from lshx.studies.table import Table, finite, is_grid_table
+from lshx.studies import replay_stats as stats
+from lshx.studies.table import Table, is_grid_table
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,16 @@ class MemoProposer(Proposer):
         return getattr(self.inner, name)
 
 
-def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int, seed: int) -> dict:
-    """One search on the table: its pick (config index), the pick's test ppl, the epochs spent."""
+def replay_one(table: Table, method: Method, hpo: str, n: int, e0: int, ei: int, seed: int,
+               train_seed: Optional[int] = None) -> dict:
+    """One search on the table: its pick (config index), the pick's test ppl, the epochs spent.
+    Each configuration's training seed is drawn (the same draw for every method of this search
+    seed), or is the table's seed `train_seed` for all (the per-seed replays)."""
     opts = table.options
     rng = np.random.default_rng([seed, 7])
     draw = rng.integers(0, len(table.evals), len(table.configs)).tolist()  # a training seed per config
+    if train_seed is not None:
+        draw = [train_seed] * len(table.configs)
     if method.strategy == "random":  # one of the initial configs the searches of this seed start from,
         initial = _proposer(table, hpo).propose([], n, set(), round_seed(seed, 0))  # trained to P
         pick = table.index(initial[int(rng.integers(0, len(initial)))])
@@ -203,19 +209,6 @@ def _best_under(table: Table, draw: Sequence[int]) -> dict:
     return {"best": b, "best_test_ppl": tests[b - 1]}
 
 
-def _penalized(table: Table, x: np.ndarray) -> np.ndarray:
-    """Test ppls with a diverged pick (+inf, or NaN) counted as the table's worst finite one:
-    a method that picks a diverged config is penalized, not dropped from the mean."""
-    worst = max(v for t in table.test for v in t if finite(v))
-    return np.where(np.isfinite(x), x, worst)
-
-
-def _bootstrap_mean(x: np.ndarray, reps: int = 2000, seed: int = 0) -> Tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (reps, len(x)))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int], eis: Sequence[int],
              final_epochs: int, n: int) -> List[Tuple[Method, str, int, int]]:
     """Every (method, hpo, e0, ei) that fits in the table's P (full and random take no e0/ei)."""
@@ -233,12 +226,13 @@ def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int],
 
 
 def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress) -> List[List[dict]]:
-    """Each task (method, hpo, n, e0, ei) replayed for seeds 0..seeds-1, in order; workers > 1
-    spreads the tasks over spawned processes, each loading the table from db_path."""
+    """Each task (method, hpo, n, e0, ei, training seed or None) replayed for seeds
+    0..seeds-1, in order; workers > 1 spreads the tasks over spawned processes, each loading
+    the table from db_path."""
     if workers <= 1:
         out = []
-        for k, (m, h, n, e0, ei) in enumerate(tasks):
-            out.append([_slim(replay_one(table, m, h, n, e0, ei, s)) for s in range(seeds)])
+        for k, task in enumerate(tasks):
+            out.append([_slim(replay_one(table, *task[:5], s, task[5])) for s in range(seeds)])
             if progress:
                 progress(k + 1, len(tasks))
         return out
@@ -269,33 +263,33 @@ def _worker_init(db_path: str, name: str) -> None:
 
 
 def _worker_setting(job: dict) -> List[dict]:
-    m, h, n, e0, ei = job["task"]
-    return [_slim(replay_one(_WORKER_TABLE, m, h, n, e0, ei, s)) for s in range(job["seeds"])]
+    task = job["task"]
+    return [_slim(replay_one(_WORKER_TABLE, *task[:5], s, task[5])) for s in range(job["seeds"])]
 
 
 def _slim(r: dict) -> dict:
     return {k: r[k] for k in ("pick", "test_ppl", "train_epochs", "best", "best_test_ppl")}
 
 
+
+
 def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Sequence[str] = ("grid", "tpe"),
            n: int = 8, e0s: Sequence[int] = (1, 2, 3, 4), eis: Sequence[int] = (1, 2), seeds: int = 1000,
            progress=None, workers: int = 1, db_path: Optional[str] = None, full_curve: bool = True) -> dict:
-    """Replays every setting `seeds` times (seeds 0..seeds-1, the same for every setting) and
-    summarizes: per method and setting the mean final test ppl, the regret against the
-    table's best configuration and how often that best was picked (both under the replay's
-    draw of training seeds: the best of that draw), the epochs spent; pairwise
-    wins on the same seeds; Spearman rho of every early signal with the final test ppl; with
-    the full method and full_curve, the anytime baseline (full training of the first k
-    configurations, k = 1..all) and for each setting the epochs it needs for the same regret.
-    workers > 1 spreads the settings over processes (each loads the table from db_path)."""
-    from lshx.studies.correlation import bootstrap_spearman
-
+    """Replays every setting `seeds` times (search seeds 0..seeds-1, the same for every
+    setting), each drawing one training seed per configuration, and with a table of S >= 2
+    training seeds also `seeds` times on each training seed alone; then summarizes
+    (lshx.studies.replay_stats): the table's training noise, per method and setting the regret
+    with its intervals, LSH against the loss-based search setting by setting, and Spearman rho
+    of every early signal with the final test ppl. With the full method and full_curve, also
+    the anytime baseline (full training of the first k configurations, k = 1..all) and for each
+    setting the epochs it needs for the same regret. workers > 1 spreads the settings over
+    processes (each loads the table from db_path)."""
     methods = list(methods or default_methods(table))
     if n > len(table.configs) - 1:
         raise ConfigError(f"n = {n} is more than the table's {len(table.configs) - 1} configurations")
-    best = table.best()
-    best_test = table.mean_test(best)
-    runs: Dict[tuple, List[dict]] = {}
+    S = len(table.evals)
+    train_seeds = list(range(S)) if S >= 2 else []
     todo = settings(methods, hpos, e0s, eis, table.final_epochs, n)
     skipped = [{"e0": e0, "ei": ei, "last_elimination": elimination_epochs(n, e0, ei)[-1]}
                for e0 in e0s for ei in eis if elimination_epochs(n, e0, ei)[-1] > table.final_epochs]
@@ -306,95 +300,93 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     # anytime baseline (the paper's Fig. 3-right), in training epochs
     full = next((m for m in methods if m.strategy == "full"), None)
     curve_ks = list(range(1, len(table.configs))) if full is not None and full_curve else []
-    tasks = [(m, h, n, e0, ei) for m, h, e0, ei in todo] + [(full, "grid", k, 0, 0) for k in curve_ks]
-    results = _run_tasks(table, tasks, seeds, workers, db_path, progress)
-    for (m, h, e0, ei), rs in zip(todo, results):
-        runs[(m.name, h, e0, ei)] = rs
+    keys = [(m, h, n, e0, ei) for m, h, e0, ei in todo] + [(full, "grid", k, 0, 0) for k in curve_ks]
+    tasks = [(*key, t) for key in keys for t in [None] + train_seeds]
+    results = iter(_run_tasks(table, tasks, seeds, workers, db_path, progress))
+    runs = {key: (next(results), [next(results) for _ in train_seeds]) for key in keys}
+    exp, best = stats.expected_test(table), table.best()
     curve = []
-    for k, rs in zip(curve_ks, results[len(todo):]):
-        fin = _penalized(table, np.array([r["test_ppl"] for r in rs], float))
+    for k in curve_ks:
+        mixed, per = runs[(full, "grid", k, 0, 0)]
         curve.append({"k": k, "train_epochs": k * table.final_epochs,
-                      "regret_mean": float(np.mean(fin - np.array([r["best_test_ppl"] for r in rs]))),
-                      "p_best": float(np.mean([r["pick"] == r["best"] for r in rs]))})
+                      "regret_mean": float(np.mean(exp[[r["pick"] for r in mixed]] - exp[best])),
+                      "regret_per_seed": [float(np.mean(exp[[r["pick"] for r in rs]] - exp[best])) for rs in per],
+                      "p_best": float(np.mean([r["pick"] == best for r in mixed]))})
     out_methods = []
-    for (name, h, e0, ei), rs in runs.items():
-        test = np.array([r["test_ppl"] for r in rs], float)
-        fin = _penalized(table, test)
-        out_methods.append({
-            "method": name, "hpo": h, "e0": e0 or None, "ei": ei or None, "seeds": len(rs),
-            "final_test_ppl_mean": float(fin.mean()),
-            # against the best configuration of each replay's draw of training seeds
-            "regret_mean": float(np.mean(fin - np.array([r["best_test_ppl"] for r in rs]))),
-            "p_best": float(np.mean([r["pick"] == r["best"] for r in rs])),
-            # the same with each configuration's test ppl averaged over the table's seeds
-            "regret_of_means": float(np.mean(_penalized(table, np.array([table.mean_test(r["pick"]) for r in rs],
-                                                                         float))) - best_test),
-            "diverged_picks": int(np.sum(~np.isfinite(test))),
-            "distinct_picks": len({r["pick"] for r in rs}),
-            "train_epochs_mean": float(np.mean([r["train_epochs"] for r in rs]))})
-        same = next((c for c in curve if c["regret_mean"] <= out_methods[-1]["regret_mean"]), None)
-        # the epochs full training (in the seeded grid order) spends to pick as well on average
-        out_methods[-1]["full_epochs_same_regret"] = same["train_epochs"] if same else None
-    wins = []
-    scheduled = [k for k in runs if k[2]]  # (method, hpo, e0, ei) of the LSH and loss searches
-    for ka in scheduled:
-        (name, h, e0, ei), rs = ka, runs[ka]
-        # an LSH method against every other LSH method at its setting (each pair once) and the
-        # loss search on the same schedule; every scheduled search against full and random
-        others = [k for k in ((o, h, 0, 0) for o in ("full", "random")) if k in runs]
-        if name != "loss":
-            others = [k for k in scheduled if k[1:] == ka[1:] and k[0] != "loss" and k[0] > name] + \
-                     [k for k in [("loss", h, e0, ei)] if k in runs] + others
-        for key in others:
-            other = key[0]
-            a = _penalized(table, np.array([r["test_ppl"] for r in rs], float))
-            b = _penalized(table, np.array([r["test_ppl"] for r in runs[key]], float))
-            better = (a < b).astype(float)
-            lo, hi = _bootstrap_mean(better)
-            # the interval resamples the replay seeds: it covers the searches' randomness on
-            # this table, not the training noise behind the table (see docs/results.md)
-            wins.append({"a": name, "b": other, "hpo": h, "e0": e0, "ei": ei, "p_a_better": float(better.mean()),
-                         "lo": lo, "hi": hi, "p_b_better": float(np.mean(b < a)), "p_tie": float(np.mean(a == b)),
-                         "mean_diff": float(np.mean(a - b))})
+    for m, h, e0, ei in todo:
+        mixed, per = runs[(m, h, n, e0, ei)]
+        row = {"method": m.name, "hpo": h, "e0": e0 or None, "ei": ei or None,
+               **stats.method_summary(table, mixed, per)}
+        # the epochs full training (in the seeded grid order) spends to pick as well on average,
+        # from the mixed replays and from each training seed's (their spread is the interval's)
+        same = next((c for c in curve if c["regret_mean"] <= row["regret_mean"]), None)
+        row["full_epochs_same_regret"] = same["train_epochs"] if same else None
+        if curve and per:
+            row["full_epochs_same_regret_per_seed"] = [
+                next((c["train_epochs"] for c in curve if c["regret_per_seed"][t] <= reg), None)
+                for t, reg in enumerate(row["regret_per_seed"])]
+        out_methods.append(row)
     summary = table.summary()
-    return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": len(table.evals),
-            "best": {"config": table.configs[best], "test_ppl": best_test}, "n": n,
-            "off_plateau": summary["off_plateau"], "curves": summary["rows"], "skipped_settings": skipped,
-            "full_curve": curve,
-            "methods": out_methods, "wins": wins, "rho": signal_correlations(table, methods, bootstrap_spearman)}
+    return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": S,
+            "best": {"config": table.configs[best], "test_ppl": table.mean_test(best)}, "n": n,
+            "noise": stats.noise(table), "off_plateau": summary["off_plateau"], "curves": summary["rows"],
+            "skipped_settings": skipped, "full_curve": curve, "methods": out_methods,
+            "differences": _differences(table, todo, n, runs), "rho": signal_correlations(table, methods)}
 
 
-def signal_correlations(table: Table, methods: Sequence[Method], bootstrap_spearman) -> List[dict]:
-    """Spearman rho (with a bootstrap interval) of each early signal at each epoch with the
-    final test ppl, over every configuration of the table (training seed 0)."""
-    from lshx.search.schedule import distances
+def _differences(table: Table, todo, n: int, runs: dict) -> List[dict]:
+    """Every scheduled search against the loss-based search on the same schedule (LSH methods),
+    and against full training and a random pick: a - b in regret with its intervals."""
+    out = []
+    scheduled = [(m, h, e0, ei) for m, h, e0, ei in todo if e0]
+    by_name = {(m.name, h, e0, ei): (m, h, e0, ei) for m, h, e0, ei in todo}
+    for m, h, e0, ei in scheduled:
+        others = [("loss", h, e0, ei)] if m.distance != "loss" else []
+        others += [("full", h, 0, 0), ("random", h, 0, 0)]
+        for name in others:
+            if name not in by_name:
+                continue
+            ob = by_name[name]
+            d = stats.difference(table, runs[(m, h, n, e0, ei)], runs[(ob[0], ob[1], n, ob[2], ob[3])])
+            out.append({"a": m.name, "b": name[0], "hpo": h, "e0": e0, "ei": ei, **d})
+    return out
 
-    ids = list(range(1, len(table.configs)))
-    y = _last(table.test[0][i] for i in ids)
+
+def signal_correlations(table: Table, methods: Sequence[Method]) -> dict:
+    """Spearman rho of each early signal at each epoch with the final test ppl of the same run,
+    per training seed and averaged over seeds (a bootstrap over configurations), and for each
+    LS signal the paired difference rho(LS) - rho(val ppl). LS distances at epoch e are those a
+    search with every configuration alive computes then: pca2 is one PCA fitted on the dense
+    and every configuration's spectra of epochs 1..e."""
+    S, ids = len(table.evals), list(range(1, len(table.configs)))
+    y = np.array([stats.last_ranked(table.test[t][i] for i in ids) for t in range(S)])
+    signals = [m for m in methods if m.strategy == "lsh" and m.distance != "loss"]
     rows = []
     for e in range(1, table.final_epochs + 1):
-        row = {"epoch": e}
-        for m in methods:
-            if m.strategy != "lsh" or m.distance == "loss":
-                continue
-            ex = TableExecutor(table, {}, [0] * len(table.configs), m)
-            dense = {ev["epoch"]: ev for ev in ex.evals(0, e)}
-            cands = {i: {ev["epoch"]: ev for ev in ex.evals(i, e)} for i in ids}
-            if e not in dense or dense[e].get("spectrum") is None:
-                continue
-            d = distances(m.distance, dense, cands, e, ids)
-            row[m.name] = bootstrap_spearman(_last(d[i] for i in ids), y, seed=e)
-        val = [table.evals[0][i].get(e, {}).get("val_ppl") for i in ids]
-        loss = [table.evals[0][i].get(e, {}).get("train_loss") for i in ids]
-        row["val_ppl"] = bootstrap_spearman(_last(val), y, seed=1000 + e)
-        row["train_loss"] = bootstrap_spearman(_last(loss), y, seed=2000 + e)
+        x: Dict[str, np.ndarray] = {}
+        for m in signals:
+            per_seed = []
+            for t in range(S):
+                ex = TableExecutor(table, {}, [t] * len(table.configs), m)
+                dense = {ev["epoch"]: ev for ev in ex.evals(0, e)}
+                if e not in dense or dense[e].get("spectrum") is None:
+                    break
+                cands = {i: {ev["epoch"]: ev for ev in ex.evals(i, e)} for i in ids}
+                d = distances(m.distance, dense, cands, e, ids)
+                per_seed.append(stats.last_ranked(d[i] for i in ids))
+            if len(per_seed) == S:
+                x[m.name] = np.array(per_seed)
+        for key, name in (("val_ppl", "val_ppl"), ("train_loss", "train_loss")):
+            x[name] = np.array([stats.last_ranked(table.evals[t][i].get(e, {}).get(key) for i in ids)
+                                for t in range(S)])
+        row: dict = {"epoch": e}
+        for name, v in x.items():
+            row[name] = stats.seed_averaged_rho(v, y, seed=e)
+            idx = row[name].pop("idx")  # (the same configuration resamples for every signal of this epoch)
+        row["minus_val_ppl"] = {m.name: stats.paired_rho_difference(x[m.name], x["val_ppl"], y, idx)
+                                for m in signals if m.name in x}
         rows.append(row)
-    return rows
-
-
-def _last(values) -> List[float]:
-    """A diverged or missing value (None, inf, NaN) ranks after every finite one, all tied:
-    what a search does with it (eliminated first). Spearman rho sees ranks only."""
-    vals = [v if finite(v) else None for v in values]
-    top = max((v for v in vals if v is not None), default=0.0)
-    return [top + 1.0 if v is None else float(v) for v in vals]
+    examined = sum(len(r["minus_val_ppl"]) for r in rows)
+    return {"epochs": rows, "pairs_examined": examined,
+            "note": f"{examined} (LS signal, epoch) differences with the val ppl were examined: at 95% about "
+                    f"{0.05 * examined:.0f} of them exclude 0 by chance alone"}

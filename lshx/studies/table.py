@@ -9,7 +9,10 @@ configuration's best-validation checkpoint) go into the DB's tests table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
 import math
+import re
+import sqlite3
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -151,43 +154,83 @@ class Table:
                 "off_plateau": self.off_plateau(), "rows": rows}
 
 
+TABLE_RUN = re.compile(r"^(?P<name>.+)-t(?P<seed>\d+)$")
+
+
+def table_names(db: RunDB) -> Dict[str, List[str]]:
+    """The tables of a run DB: name -> its searches NAME-t0, NAME-t1, ... (full-strategy
+    searches named so; an ordinary search is not a table, whatever its name)."""
+    out: Dict[str, List[str]] = {}
+    for n in db.search_names():
+        m = TABLE_RUN.match(n)
+        if m and (db.get_search(n) or {}).get("args", {}).get("strategy") == "full":
+            out.setdefault(m["name"], []).append(n)
+    return {k: sorted(v, key=lambda n: int(TABLE_RUN.match(n)["seed"])) for k, v in out.items()}
+
+
 def load_table(db_path: str | Path, name: str) -> Table:
-    """Reads table NAME (its searches NAME-t0, NAME-t1, ...) from a run DB; one clear error
-    when it is missing or not finished."""
+    """Reads table NAME (its searches NAME-t0, NAME-t1, ...) from a run DB, read-only, and
+    checks that it is whole before anything uses it; one clear error (ConfigError) naming what
+    is missing or damaged otherwise (lshx.studies.table_check)."""
+    from lshx.studies.table_check import check_table
+
     if not Path(db_path).exists():
         raise ConfigError(f"no run DB at {db_path}")
     db = RunDB(db_path, readonly=True)
     try:
-        names = [n for n in db.search_names() if n.startswith(f"{name}-t") and n[len(name) + 2:].isdigit()]
-        if not names:
-            known = sorted({n.rsplit("-t", 1)[0] for n in db.search_names() if "-t" in n})
-            raise ConfigError(f"no table {name!r} in {db_path}" + (f"; tables: {', '.join(known)}" if known else ""))
-        names.sort(key=lambda n: int(n[len(name) + 2:]))
-        configs: Optional[List[Optional[dict]]] = None
-        evals, tests, seeds, options, task = [], [], [], {}, ""
-        for tname in names:
-            s = db.get_search(tname)
-            if s["status"] != "done":
-                raise ConfigError(f"table {name!r}: {tname} is not finished (resume it with lshx study table ... "
-                                  f"--name {name} --resume)")
-            options, task = s["args"], s["task"]
-            cands = sorted(db.candidates(tname), key=lambda c: c["cid"])
-            cfgs = [None if c["origin"] == "dense" else normalize(c["config"]) for c in cands]
-            if configs is None:
-                configs = cfgs
-            elif [config_hash(c) if c else "dense" for c in cfgs] != [config_hash(c) if c else "dense"
-                                                                      for c in configs]:
-                raise ConfigError(f"table {name!r}: {tname} holds other configurations than {names[0]}")
-            test = db.tests(options["seed"])
-            missing = [c["cid"] for c in cands if c["eval_key"] not in test]
-            if missing:
-                raise ConfigError(f"table {name!r}: {tname} has no test perplexity for candidates {missing}")
-            evals.append([db.evals(c["eval_key"], options["seed"]) for c in cands])
-            tests.append([test[c["eval_key"]] for c in cands])
-            seeds.append(options.get("train_seed") or 0)
-        return Table(name, task, options, configs, evals, tests, seeds)
+        try:
+            table = _read_table(db, db_path, name)
+        except (sqlite3.DatabaseError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"table {name!r} in {db_path} is damaged and cannot be read "
+                              f"({type(exc).__name__}: {exc})") from None
     finally:
         db.close()
+    check_table(table)
+    return table
+
+
+def _with_defaults(args: dict) -> dict:
+    """A search's stored options with the fields added since an older lshx wrote it at their defaults."""
+    return SearchConfig(**{k: v for k, v in args.items() if k in SearchConfig.__dataclass_fields__}).to_dict()
+
+
+def _read_table(db: RunDB, db_path, name: str) -> Table:
+    tables = table_names(db)
+    if name not in tables:
+        raise ConfigError(f"no table {name!r} in {db_path}" +
+                          (f"; tables: {', '.join(sorted(tables))}" if tables else "; it holds no table"))
+    names = tables[name]
+    from lshx.studies.table_check import check_same_options
+
+    configs: Optional[List[Optional[dict]]] = None
+    evals, tests, seeds, options, task = [], [], [], {}, ""
+    for tname in names:
+        s = db.get_search(tname)
+        if s["status"] != "done":
+            raise ConfigError(f"table {name!r}: {tname} is not finished (resume it with lshx study table ... "
+                              f"--name {name} --resume)")
+        if options:
+            check_same_options(name, _with_defaults(options), _with_defaults(s["args"]), tname)
+        options, task = s["args"], s["task"]
+        cands = sorted(db.candidates(tname), key=lambda c: c["cid"])
+        if not cands or cands[0]["origin"] != "dense":
+            raise ConfigError(f"table {name!r}: {tname} has no dense model (candidate 0)")
+        cfgs = [None if c["origin"] == "dense" else normalize(c["config"]) for c in cands]
+        if configs is None:
+            configs = cfgs
+        elif [config_hash(c) if c else "dense" for c in cfgs] != [config_hash(c) if c else "dense"
+                                                                  for c in configs]:
+            theirs, ours = {config_hash(c) for c in cfgs if c}, {config_hash(c) for c in configs if c}
+            raise ConfigError(f"table {name!r}: {tname} holds other configurations than {names[0]} "
+                              f"({len(ours - theirs)} of {names[0]}'s missing, {len(theirs - ours)} others)")
+        test = db.tests(options["seed"])
+        missing = [c["cid"] for c in cands if c["eval_key"] not in test or test[c["eval_key"]] is None]
+        if missing:
+            raise ConfigError(f"table {name!r}: {tname} has no test perplexity for candidates {missing}")
+        evals.append([db.evals(c["eval_key"], options["seed"]) for c in cands])
+        tests.append([float(test[c["eval_key"]]) for c in cands])
+        seeds.append(int(TABLE_RUN.match(tname)["seed"]))
+    return Table(name, task, options, configs, evals, tests, seeds)
 
 
 def snapshot(db_path: str | Path, out_path: str | Path) -> dict:

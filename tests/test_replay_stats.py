@@ -1,0 +1,98 @@
+"""The statistics of lshx.studies.replay_stats on hand-made tables whose answers are known."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from lshx.search.space import grid
+from lshx.studies import replay_stats as S
+from lshx.studies.table import Table
+
+
+def _table(tests, val_last=None, configs=None, P=1):
+    """S seeds x C+1 runs (index 0: dense) with the given final test ppls; val ppl at epoch P."""
+    n = len(tests[0])
+    configs = configs or [None] + grid("ptb-lstm")[: n - 1]
+    val_last = val_last or [[100.0] * n for _ in tests]
+    evals = [[{P: {"epoch": P, "val_ppl": v}} for v in vs] for vs in val_last]
+    return Table("t", "ptb-lstm", {"final_epochs": P}, configs, evals, [list(t) for t in tests])
+
+
+def test_pooled_sd_and_its_interval_by_hand():
+    tests = [[200, 210, 220, 300], [202, 206, 226, 310], [198, 214, 218, 290]]
+    t = _table(tests, val_last=[[100, 100, 100, 500]] * 3)  # config 3 stays on the plateau
+    n = S.noise(t)
+    groups = [[210, 206, 214], [220, 226, 218]]
+    ss = sum(((np.array(g) - np.mean(g)) ** 2).sum() for g in groups)
+    sd = math.sqrt(ss / 4)
+    off = n["test_ppl"]["off_plateau"]
+    assert off["df"] == 4 and off["sd"] == pytest.approx(sd) and off["configs"] == [1, 2]
+    assert off["lo"] == pytest.approx(sd * math.sqrt(4 / sps.chi2.ppf(0.975, 4)))
+    assert off["hi"] == pytest.approx(sd * math.sqrt(4 / sps.chi2.ppf(0.025, 4)))
+    assert n["test_ppl"]["all"]["df"] == 6  # every finite configuration
+    assert n["per_config"][0]["sd"] == pytest.approx(np.std([210, 206, 214], ddof=1))
+    assert n["dense_test_ppl"]["sd"] == pytest.approx(2.0)
+
+
+def test_one_seed_has_no_pooled_sd_but_the_twins_still_measure_noise():
+    cfgs = [None] + grid("ptb-lstm")
+    tests = [[200.0] + [210.0 + i for i in range(24)]]
+    t = _table(tests, configs=cfgs)
+    n = S.noise(t)
+    assert n["test_ppl"]["all"]["sd"] is None and n["test_ppl"]["all"]["df"] == 0
+    pairs = S.twin_pairs(t)
+    assert len(pairs) == 4  # 2 inits x (SET, magnitude): none and nonzeros are one algorithm
+    for i, j in pairs:
+        a, b = cfgs[i], cfgs[j]
+        assert a["death"] in ("SET", "magnitude") and {a["redistribution"], b["redistribution"]} == {"none",
+                                                                                                      "nonzeros"}
+    d = [tests[0][i] - tests[0][j] for i, j in pairs]
+    assert n["twins"]["df"] == 4 and n["twins"]["sd"] == pytest.approx(math.sqrt(sum(x * x for x in d) / 8))
+
+
+def test_t_interval_matches_scipy_and_needs_two_values():
+    x = [1.0, 2.0, 4.0]
+    lo, hi = S.t_interval(x)
+    ref = sps.t.interval(0.95, 2, loc=np.mean(x), scale=sps.sem(x))
+    assert (lo, hi) == pytest.approx(ref)
+    assert S.t_interval([3.0]) is None
+    assert S.excludes_zero((0.1, 2)) and S.excludes_zero((-2, -0.1)) and not S.excludes_zero((-1, 1))
+
+
+def test_regret_is_judged_by_the_mean_over_seeds():
+    # config 1 is best in expectation (205) though config 2 wins seed 0
+    t = _table([[0, 200, 199, 260], [0, 210, 221, 250]])
+    exp = S.expected_test(t)
+    assert t.best() == 1 and exp.tolist() == [0, 205, 210, 255]
+    mixed = [{"pick": 2, "test_ppl": 199, "train_epochs": 1, "best": 2, "best_test_ppl": 199}] * 4
+    per = [[{"pick": 2}] * 3, [{"pick": 1}] * 3]
+    m = S.method_summary(t, mixed, per)
+    assert m["regret_mean"] == 5 and m["regret_drawn_mean"] == 0 and m["p_best"] == 0 and m["p_best_drawn"] == 1
+    assert m["regret_per_seed"] == [5, 0] and m["regret_t_ci"] == pytest.approx(S.t_interval([5, 0]))
+
+
+def test_a_difference_is_called_only_when_both_intervals_exclude_zero():
+    t = _table([[0, 200, 210, 230], [0, 200, 212, 228], [0, 201, 209, 231]])
+    a = ([{"pick": 1}] * 50, [[{"pick": 1}] * 5] * 3)  # always the best
+    b = ([{"pick": 3}] * 50, [[{"pick": 3}] * 5] * 3)  # always the worst
+    d = S.difference(t, a, b)
+    assert d["mean"] < 0 and d["verdict"] == "a picks better" and d["includes_training_noise"]
+    # the replays agree, but the training seeds do not: not distinguishable
+    b2 = ([{"pick": 2}] * 50, [[{"pick": 2}] * 5, [{"pick": 1}] * 5, [{"pick": 3}] * 5])
+    d2 = S.difference(t, a, b2)
+    assert d2["ci_excludes_zero"] and not d2["t_ci_excludes_zero"] and d2["verdict"] == "not distinguishable"
+    # one seed: the replays' interval decides, and the result says it excludes training noise
+    d1 = S.difference(t, (a[0], []), (b[0], []))
+    assert not d1["includes_training_noise"] and d1["verdict"] == "a picks better" and "t_ci" not in d1
+
+
+def test_seed_averaged_rho_and_its_paired_difference():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(3, 20))
+    perfect, noise = y.copy(), rng.normal(size=(3, 20))
+    r = S.seed_averaged_rho(perfect, y)
+    assert r["rho"] == pytest.approx(1.0) and r["per_seed"] == pytest.approx([1.0] * 3)
+    d = S.paired_rho_difference(perfect, noise, y, r["idx"])
+    assert d["diff"] == pytest.approx(1 - np.mean([sps.spearmanr(noise[t], y[t]).statistic for t in range(3)]))
+    assert d["excludes_zero"] and d["lo"] > 0
