@@ -1,15 +1,27 @@
 """Entry point of the `lshx` console script."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
 from lshx.errors import LshxError
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT: the same cleanup
+    runs (leases released, workers stopped), then exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 class LshxGroup(click.Group):
-    """Turns user errors into one line on stderr and exit code 2 (no traceback)."""
+    """Turns user errors into one line on stderr and exit code 2 (no traceback): lshx's own
+    (LshxError) and click's usage errors (a bad option value, an unknown option or command)."""
 
     def invoke(self, ctx):
         try:
@@ -17,9 +29,15 @@ class LshxGroup(click.Group):
         except LshxError as exc:
             click.echo(f"lshx: error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("lshx: interrupted; finished epochs are saved, rerun with --resume", err=True)
-            sys.exit(130)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"lshx: error: {exc.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
+        except (KeyboardInterrupt, Terminated) as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            saved = "; finished epochs are saved, rerun with --resume" if ctx.meta.get("lshx.resumable") else ""
+            click.echo(f"lshx: {what}{saved}", err=True)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 @click.group(cls=LshxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +49,8 @@ def main() -> None:
     Lyapunov spectra, and search pruning configurations by their distance to the dense
     model in LS space.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 def _register() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 
 import click
 
@@ -18,7 +19,8 @@ def dst_options(f):
         click.option("--growth", type=click.Choice(GROWTHS), default=None, help="Growth mode."),
         click.option("--redistribution", type=click.Choice(REDISTRIBUTIONS), default=None,
                      help="How regrowth is spread over the tensors."),
-        click.option("--death-rate", type=float, default=None, help="Initial death rate (cosine decay to 0.005)."),
+        click.option("--death-rate", type=float, default=None, help="Initial death rate, in [0, 1) (cosine decay to 0.005, or to itself when lower; 0: the topology never "
+                          "changes)."),
         click.option("--update-every", type=int, default=None,
                      help="Topology update every N steps (default: once per epoch)."),
     ]):
@@ -71,19 +73,27 @@ def run_db_options(default_db: str, what: str):
     return wrap
 
 
-def start_executor(cfg, kind: str, workers: int, ray_address):
+@contextmanager
+def running_executor(cfg, kind: str, workers: int, ray_address):
     """Checks the search's inputs (options, data), then starts the executor and checks that it
-    can run the search's jobs: all before any DB is opened."""
+    can run the search's jobs: all before any DB is opened. On the way out it frees the
+    workers; on an error or a signal it stops their jobs at once (abort)."""
     from lshx.search.executors import make_executor
 
     cfg.check_inputs()
     ex = make_executor(kind, workers, ray_address)
     try:
         ex.check(cfg.threads)
+        yield ex
     except BaseException:
-        ex.close()
+        ex.close(abort=True)
         raise
-    return ex
+    ex.close()
+
+
+def resumable() -> None:
+    """Marks the running command as one that --resume continues: an interrupted run says so."""
+    click.get_current_context().meta["lshx.resumable"] = True
 
 
 def clean_json(obj):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import echo_json, executor_options, start_executor
+from lshx.cli.options import echo_json, executor_options, resumable, running_executor
 from lshx.presets import PRESET_NAMES, TASKS
 from lshx.search.hpo import HPOS
 from lshx.search.schedule import DISTANCES, STRATEGIES
@@ -51,12 +51,10 @@ def search_cmd(task, preset, hpo, distance, strategy, n, e0, ei, final_epochs, f
                                    final_epochs=final_epochs, final_k=final_k, density=density, seed=seed,
                                    data=data, max_batches=max_batches, device=device, threads=threads)
     name = name or f"{task}-{preset}-{strategy}-{hpo}-{distance}-s{seed}"
-    ex = start_executor(cfg, executor, workers, ray_address)
-    try:
+    resumable()
+    with running_executor(cfg, executor, workers, ray_address) as ex:
         res = run_search(cfg, db, ex, name=name, resume=resume, quiet=quiet, wait=wait)
         ran = ex.describe()
-    finally:
-        ex.close()
     if as_json:
         echo_json({**res, "executor": ran})
     else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import clean_json, echo_json, run_db_options, start_executor
+from lshx.cli.options import clean_json, echo_json, resumable, run_db_options, running_executor
 from lshx.presets import PRESET_NAMES, TASKS
 from lshx.search.schedule import DISTANCES
 from lshx.search.space import POOLS, describe
@@ -35,11 +35,9 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
                                    final_epochs=final_epochs, e0=1, seed=seed, data=data, max_batches=max_batches,
                                    device=device, threads=threads)
     name = name or f"correlation-{task}-{preset}-n{n}-P{final_epochs}-{distance}-s{seed}"
-    ex = start_executor(cfg, executor, workers, ray_address)
-    try:
+    resumable()
+    with running_executor(cfg, executor, workers, ray_address) as ex:
         res = correlation_study(cfg, db, ex, name, resume=resume, quiet=quiet, wait=wait)
-    finally:
-        ex.close()
     if as_json:
         echo_json(res)
         return
@@ -84,11 +82,9 @@ def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state,
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     name = name or f"{space}-{task}-{preset}-P{final_epochs}"
-    ex = start_executor(cfg, executor, workers, ray_address)
-    try:
+    resumable()
+    with running_executor(cfg, executor, workers, ray_address) as ex:
         res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet, wait=wait)
-    finally:
-        ex.close()
     if as_json:
         echo_json(res)
         return
@@ -129,9 +125,25 @@ def _echo_plateau(rows) -> None:
 
 def _int_list(ctx, param, value):
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        out = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected comma-separated integers >= 1, got {value!r}")
+    return out
+
+
+def _schedules(ctx, param, value):
+    out = []
+    for v in value:
+        try:
+            e0, ei = (int(x) for x in v.split("/"))
+        except ValueError:
+            raise click.BadParameter(f"expected E0/EI (two integers, e.g. 3/3), got {v!r}") from None
+        if e0 < 1 or ei < 1:
+            raise click.BadParameter(f"e0 and ei must be >= 1, got {v!r}")
+        out.append((e0, ei))
+    return out
 
 
 @study_group.command("replay")
@@ -143,10 +155,15 @@ def _int_list(ctx, param, value):
 @click.option("--hpo", default="grid,tpe", show_default=True, help="grid (the table's configs in a seeded order), "
                                                                     "tpe (restricted to the table's configs).")
 @click.option("--n", "n", type=int, default=8, show_default=True)
-@click.option("--e0", "e0s", default="1,2,3,4", show_default=True, callback=_int_list)
-@click.option("--ei", "eis", default="1,2", show_default=True, callback=_int_list)
+@click.option("--e0", "e0s", default="1,2,3,4", show_default=True, callback=_int_list,
+              help="Epochs before the first elimination (each with each --ei).")
+@click.option("--ei", "eis", default="1,2", show_default=True, callback=_int_list,
+              help="Epochs between eliminations.")
+@click.option("--setting", "schedules", multiple=True, callback=_schedules, metavar="E0/EI",
+              help="Exactly this (e0, ei) pair, instead of every --e0 with every --ei (repeatable).")
 @click.option("--seeds", type=int, default=1000, show_default=True, help="Replays per setting.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes replaying settings in parallel.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes replaying settings in parallel.")
 @click.option("--full-curve/--no-full-curve", default=True, show_default=True,
               help="With the full method: also replay full training of k = 1..all configurations (the anytime "
                    "baseline; about 24 x --seeds replays more).")
@@ -154,7 +171,8 @@ def _int_list(ctx, param, value):
               help="Write regret.png, rho.png, curves.png and replay.json here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_curve, out_dir, as_json, quiet):
+def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, schedules, seeds, workers, full_curve, out_dir, as_json,
+               quiet):
     """Replays searches on a table with the real search engine (nothing is trained): LSH with
     each distance and spectrum, the loss-based search on the same schedule, full training
     and a random pick, over --seeds seeds per setting."""
@@ -162,16 +180,21 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
     from pathlib import Path
 
     from lshx.errors import ConfigError
+    from lshx.paths import writable_dir
     from lshx.progress import Progress
     from lshx.studies.figures import replay_figures
     from lshx.studies.replay import default_methods, replay
     from lshx.studies.table import load_table
 
+    if out_dir:
+        writable_dir(out_dir, "the --out folder")  # before a replay of minutes
     table = load_table(db, table_name)
     avail = {m.name: m for m in default_methods(table)}
     chosen = None
-    if methods:
+    if methods is not None:
         names = [m.strip() for m in methods.split(",") if m.strip()]
+        if not names:
+            raise ConfigError(f"--methods {methods!r} names no method; this table offers: {', '.join(avail)}")
         bad = [m for m in names if m not in avail]
         if bad:
             raise ConfigError(f"unknown method(s) {', '.join(bad)}; this table offers: {', '.join(avail)}")
@@ -188,7 +211,7 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, seeds, workers, full_c
         bar.update(1)
 
     res = replay(table, chosen, hpos, n, e0s, eis, seeds, progress=progress, workers=workers, db_path=db,
-                 full_curve=full_curve)
+                 full_curve=full_curve, schedules=schedules)
     bar.close()
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -257,5 +280,5 @@ def _echo_replay(res: dict, n: int, seeds: int) -> None:
                        (f", {_ci(d['t_ci'])} across {S} seeds" if d.get("t_ci") else "") + f": {verdict}")
     if S < 2:
         click.echo("one training seed: every interval covers the searches' randomness on this table only, not "
-                   "training noise")
+                   "training noise, so no difference is called")
     click.echo(res["rho"]["note"] + " (--json: rho per epoch and signal)")

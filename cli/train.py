@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lshx.cli.options import dst_options, dst_overrides, echo_json
+from lshx.cli.options import dst_options, dst_overrides, echo_json, resumable
 from lshx.presets import PRESET_NAMES, TASKS
 
 
@@ -42,6 +42,7 @@ def train_cmd(task, preset, data, density, epochs, seed, lr, max_batches, device
     cfg = TrainConfig.from_preset(task, preset, data=data, epochs=epochs, seed=seed, lr=lr,
                                   max_batches=max_batches, device=device, clip_masked_grad=clip_masked_grad, dst=over)
     out = out or f"runs/{task}-{preset}-d{cfg.dst.density:g}-s{seed}"
+    resumable()
     res = train(cfg, out, resume=resume, quiet=quiet)
     if as_json:
         echo_json({k: res[k] for k in ("val_ppl", "test_ppl", "density", "checkpoint", "wall_s",

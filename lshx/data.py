@@ -48,6 +48,8 @@ def _read_lines(path: Path) -> List[str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"data file is not UTF-8: {path} (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read the data file {path}: {exc.strerror or type(exc).__name__}") from None
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if not lines:
         raise DataError(f"data file is empty: {path}")

@@ -15,3 +15,8 @@ class CheckpointError(LshxError):
 
 class ConfigError(LshxError):
     pass
+
+
+class WriteError(LshxError):
+    """A write that failed (permissions, a full disk, a locked DB): what was written before
+    stays, and the run resumes from it."""

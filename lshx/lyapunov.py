@@ -62,6 +62,9 @@ class LSConfig:
             raise ConfigError("samples and steps must be >= 1, warmup >= 0, reorth_every >= 1")
         if self.k is not None and self.k < 1:
             raise ConfigError("k must be >= 1")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed <= 2 ** 32 - 1):
+            raise ConfigError(f"seed must be an integer in [0, 2^32 - 1], got {self.seed!r}")
 
 
 @dataclass

@@ -6,6 +6,7 @@ and go on later from its checkpoint.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,10 +21,15 @@ from lshx.data import Corpus, Vocab, batchify, bptt_windows, load_corpus, num_wi
 from lshx.errors import ConfigError
 from lshx.models import MaskedLM, build_model, detach_state
 from lshx.optim import SparseASGD
+from lshx.paths import writable_dir
 from lshx.presets import get_preset
 from lshx.progress import Progress, log
 from lshx.sparse.config import DSTConfig
 from lshx.sparse.masking import Masking
+
+# seeds are stored in SQLite (int64) and seed numpy and torch: 32 bits is what all of them take
+MAX_SEED = 2 ** 32 - 1
+DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -49,6 +55,26 @@ class TrainConfig:
     asgd: bool = True  # allow the switch to SNT-ASGD
     device: str = "cpu"
     dst: DSTConfig = field(default_factory=DSTConfig)
+
+    def __post_init__(self) -> None:
+        """Every number and the device checked here, so that a bad option is one ConfigError
+        before anything is built or written (torch would raise its own errors later)."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("bptt", 1), ("eval_batch_size", 1), ("nonmono", 0),
+                          ("max_batches", 1), ("eval_max_batches", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if v is None and name in ("max_batches", "eval_max_batches"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name.replace('_', ' ')} must be an integer >= {low}, got {v!r}")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be at most {MAX_SEED}, got {self.seed}")
+        for name, positive in (("lr", True), ("clip", False), ("wdecay", False)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
+                    (positive and v == 0):
+                raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+        if not isinstance(self.device, str) or not DEVICE.match(self.device):
+            raise ConfigError(f"device {self.device!r}: expected cpu or cuda[:N]")
 
     @classmethod
     def from_preset(cls, task: str, preset: str, **overrides) -> "TrainConfig":
@@ -292,7 +318,7 @@ def load_model(path) -> tuple:
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, quiet: bool = False,
           progress: Optional[bool] = None) -> dict:
     """Trains cfg.epochs epochs (continuing from out_dir/last.pt with resume) and tests the best."""
-    out = Path(out_dir)
+    out = writable_dir(out_dir, "the run folder")  # before any epoch is spent
     last, best = out / "last.pt", out / "best.pt"
     t0 = time.perf_counter()
     trainer = Trainer(cfg, quiet=quiet, progress=progress)

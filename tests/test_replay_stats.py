@@ -82,9 +82,10 @@ def test_a_difference_is_called_only_when_both_intervals_exclude_zero():
     b2 = ([{"pick": 2}] * 50, [[{"pick": 2}] * 5, [{"pick": 1}] * 5, [{"pick": 3}] * 5])
     d2 = S.difference(t, a, b2)
     assert d2["ci_excludes_zero"] and not d2["t_ci_excludes_zero"] and d2["verdict"] == "not distinguishable"
-    # one seed: the replays' interval decides, and the result says it excludes training noise
+    # one seed: the replays' interval excludes training noise, so nothing is called
     d1 = S.difference(t, (a[0], []), (b[0], []))
-    assert not d1["includes_training_noise"] and d1["verdict"] == "a picks better" and "t_ci" not in d1
+    assert not d1["includes_training_noise"] and d1["ci_excludes_zero"] and "t_ci" not in d1
+    assert d1["verdict"] == "undecided: one training seed"
 
 
 def test_seed_averaged_rho_and_its_paired_difference():

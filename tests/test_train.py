@@ -3,6 +3,8 @@ import os
 import pickle
 
 import pytest
+
+from lshx.errors import WriteError
 import torch
 
 from lshx.checkpoint import REQUIRED, load_checkpoint, save_atomic
@@ -77,7 +79,7 @@ def test_save_atomic_keeps_old_file_on_crash(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(WriteError, match="cannot write .*c.pt: the write failed .*disk full; rerun with --resume"):
         save_atomic({"a": torch.zeros(2)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))

@@ -8,7 +8,7 @@ from typing import List, Optional
 from lshx.errors import ConfigError
 from lshx.search.hpo import HPOS
 from lshx.search.schedule import DISTANCES, STRATEGIES, elimination_epochs
-from lshx.train import TrainConfig
+from lshx.train import MAX_SEED, TrainConfig
 
 # spectra a table may record beside the default (state h, warm-up 'advance'): the full LSTM
 # state, and the authors' aligned warm-up (B propagated through the warm-up steps)
@@ -79,6 +79,9 @@ class SearchConfig:
                                 ("ls warmup", self.ls_warmup, 0), ("ls k", self.ls_k, 1)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise ConfigError(f"{opt} must be an integer >= {low}, got {value!r}")
+        for opt, value in (("--seed", self.seed), ("train seed", self.train_seed)):
+            if value is not None and value > MAX_SEED:
+                raise ConfigError(f"{opt} must be at most {MAX_SEED}, got {value}")
         # the training settings of the dense model and of a candidate (the density, the preset)
         TrainConfig.from_preset(self.task, self.preset, data=self.data, epochs=self.final_epochs,
                                 max_batches=self.max_batches, device=self.device, dst={"density": 1.0})

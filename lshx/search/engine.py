@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from lshx.errors import CheckpointError, ConfigError
+from lshx.errors import CheckpointError, ConfigError, LshxError
 from lshx.lyapunov import LSConfig
+from lshx.paths import writable_file
 from lshx.progress import Progress, log
 from lshx.search import jobs as J
 from lshx.search.config import LS_EXTRA, SearchConfig
@@ -323,16 +324,51 @@ def _check_stored(cfg: SearchConfig, prev: Optional[dict], db_path, name: str, r
         raise ConfigError(f"search {name!r} in {db_path} was started with other options; resume with the same ones")
 
 
+class _ReaderLease:
+    """The lease of a finished search read back: nothing is written, so nothing is held."""
+
+    def check(self) -> None:
+        pass
+
+
+def _finished(cfg: SearchConfig, db_path, name: str) -> Optional[dict]:
+    """A finished search's stored result, read without writing (None if it is not one)."""
+    try:
+        db = RunDB(db_path, readonly=True)
+    except LshxError:
+        return None  # (an older DB to migrate, or no DB: the writable path says what is wrong)
+    try:
+        prev = db.get_search(name)
+    finally:
+        db.close()
+    if prev is None or prev["status"] != "done" or not prev["result"]:
+        return None
+    _check_stored(cfg, prev, db_path, name, True)
+    return prev["result"]
+
+
 @contextmanager
 def open_search(cfg: SearchConfig, db_path: str | Path, name: str, resume: bool = False, quiet: bool = False,
-                wait: bool = False, lease_stale_s: Optional[float] = None) -> Iterator[Tuple[RunDB, Lease,
-                                                                                          Optional[dict]]]:
+                wait: bool = False, lease_stale_s: Optional[float] = None,
+                read_finished: bool = True) -> Iterator[Tuple[RunDB, Lease, Optional[dict]]]:
     """Checks every input (options and data) before the DB is opened, and whether the search
     may start or resume before anything is written; then takes the search's lease (or raises
     SearchBusy naming the holder; waits with wait=True) and creates the search. Yields (db,
     lease, the stored result when the search is finished, else None); the lease is released
-    after."""
+    after. read_finished: a finished search resumed is read back from the DB opened read-only
+    (nothing written, no lease: a reader never writes); False when the caller may still write."""
     cfg.check_inputs()
+    if resume and read_finished and Path(db_path).is_file():
+        done = _finished(cfg, db_path, name)
+        if done is not None:
+            log(f"search {name!r} is already finished", quiet)
+            db = RunDB(db_path, readonly=True)
+            try:
+                yield db, _ReaderLease(), done
+            finally:
+                db.close()
+            return
+    writable_file(db_path, "the run DB")  # (and its checkpoints' folder beside it)
     stale_s = default_stale_s() if lease_stale_s is None else lease_stale_s
     if not stale_s > 0:
         raise ConfigError(f"the lease's stale time must be > 0 s, got {stale_s}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 import logging
 import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -40,8 +42,9 @@ class Executor(ABC):
     def check(self, threads: int) -> None:
         """Raises ConfigError when jobs of `threads` threads cannot run here."""
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """Frees the workers; abort=True (an error or a signal is on its way out) stops the jobs
+        in flight instead of waiting for them (each loses at most the epoch it was in)."""
 
 
 class SerialExecutor(Executor):
@@ -55,7 +58,23 @@ class SerialExecutor(Executor):
             yield fn(j)
 
 
-def _init_worker(initializer: Optional[Callable] = None, initargs: tuple = ()) -> None:
+def _exit_with_parent(parent: int, period_s: float = 1.0) -> None:
+    """A worker's watchdog: exits the worker as soon as its parent is gone (a driver killed by
+    SIGKILL runs no cleanup; its workers, reparented, would otherwise train on, holding memory
+    and, on a GPU, the device). Finished epochs are in the checkpoints already."""
+    def watch():
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="lshx-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: Optional[int] = None, initializer: Optional[Callable] = None,
+                 initargs: tuple = ()) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch
@@ -82,7 +101,7 @@ class ProcessExecutor(Executor):
         _check_workers(workers)
         self.workers = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                        initializer=_init_worker, initargs=(initializer, initargs))
+                                        initializer=_init_worker, initargs=(os.getpid(), initializer, initargs))
 
     def map(self, fn, jobs):
         futures = [self.pool.submit(fn, j) for j in jobs]
@@ -97,7 +116,11 @@ class ProcessExecutor(Executor):
     def describe(self) -> dict:
         return {"kind": self.kind, "workers": self.workers}
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if abort:  # (the pool keeps its processes in a private dict; there is no public way to stop a job)
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
         self.pool.shutdown(cancel_futures=True)
 
 
@@ -173,9 +196,9 @@ class RayExecutor(Executor):
     def describe(self) -> dict:
         return {"kind": self.kind, "address": self.address, "jobs_per_node": dict(self.jobs_per_node)}
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self._owns and self.ray.is_initialized():
-            self.ray.shutdown()
+            self.ray.shutdown()  # (stops this driver's tasks either way)
 
 
 def make_executor(kind: str, workers: int = 2, address: Optional[str] = None,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from lshx.errors import LshxError
+from lshx.errors import LshxError, WriteError
 
 # PRAGMA user_version of the DBs this lshx writes: 0 = written before the version was recorded
 # (read and migrated), 2 = with the leases table. A DB of a higher version is refused.
@@ -62,6 +62,27 @@ def _columns(spec: str) -> List[str]:
     return [part.split()[0] for part in spec.split(", PRIMARY KEY")[0].split(", ")]
 
 
+class GuardedConnection:
+    """An open run DB's connection whose SQLite failures (a folder made read-only, a full
+    disk, a writer holding the DB past the busy timeout, a damaged page) are one LshxError
+    naming the file (WriteError for statements that write), not a traceback. The DB itself
+    stays as it was: every write is a statement or a transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.raw, self.path = conn, path
+
+    def execute(self, sql: str, params=()):
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            if sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA") and "=" not in sql:
+                raise LshxError(f"cannot read the run DB {self.path}: {exc}") from None
+            raise WriteError(f"cannot write {self.path}: {exc}; rerun with --resume") from None
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection that waits on a busy DB (autocommit; BEGIN IMMEDIATE where needed)."""
     return sqlite3.connect(str(path), timeout=busy_timeout(), isolation_level=None)
@@ -94,6 +115,7 @@ class RunDB:
             self.conn.close()
             raise
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn = GuardedConnection(self.conn, self.path)
 
     def _open_readonly(self) -> None:
         if not self.path.is_file():
@@ -118,6 +140,7 @@ class RunDB:
                 raise LshxError(f"{self.path} is empty: no run DB was written there")
             raise LshxError(f"the run DB {self.path} was written by an older lshx: open it once with a command "
                             f"that writes (e.g. lshx search ... --db {self.path} --resume) to bring it up to date")
+        self.conn = GuardedConnection(self.conn, self.path)
 
     def _check_file(self) -> None:
         if self.path.is_dir():

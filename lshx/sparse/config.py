@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
+from typing import Optional
 
 from lshx.errors import ConfigError
 
@@ -12,6 +14,7 @@ INITS = ("uniform", "ER")
 DEATHS = ("magnitude", "SET", "threshold", "global_magnitude", "SET-original")
 GROWTHS = ("random",)
 REDISTRIBUTIONS = ("magnitude", "nonzeros", "none")
+DEFAULT_FINAL_DEATH_RATE = 0.005
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,22 @@ class DSTConfig:
     growth: str = "random"
     redistribution: str = "none"
     death_rate: float = 0.5
-    death_rate_final: float = 0.005  # cosine decay target
+    # cosine decay target; None: 0.005, or the death rate itself when that is lower (0 for
+    # death_rate 0: no topology change at all)
+    death_rate_final: Optional[float] = None
     update_every: int = 0  # 0: one topology update per epoch; N > 0: every N optimizer steps
     threshold: float = 1e-3  # 'threshold' death: the starting threshold (adapted to the death rate)
 
     def __post_init__(self) -> None:
+        for name in ("density", "death_rate", "death_rate_final", "threshold"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a finite number, got {value!r}")
+        if isinstance(self.update_every, bool) or not isinstance(self.update_every, int):
+            raise ConfigError(f"update_every must be an integer, got {self.update_every!r}")
+        if self.death_rate_final is None and 0.0 <= self.death_rate < 1.0:
+            object.__setattr__(self, "death_rate_final", min(DEFAULT_FINAL_DEATH_RATE, self.death_rate))
         for name, allowed in (("init", INITS), ("death", DEATHS), ("growth", GROWTHS),
                               ("redistribution", REDISTRIBUTIONS)):
             value = getattr(self, name)
@@ -36,8 +50,9 @@ class DSTConfig:
             raise ConfigError(f"density must be in (0, 1], got {self.density}")
         if not 0.0 <= self.death_rate < 1.0:
             raise ConfigError(f"death rate must be in [0, 1), got {self.death_rate}")
-        if not 0.0 <= self.death_rate_final <= max(self.death_rate, 1e-12) or self.death_rate_final > 1:
-            raise ConfigError(f"final death rate must be in [0, death rate], got {self.death_rate_final}")
+        if not 0.0 <= self.death_rate_final <= self.death_rate:
+            raise ConfigError(f"final death rate must be in [0, death rate = {self.death_rate}], got "
+                              f"{self.death_rate_final}")
         if self.update_every < 0:
             raise ConfigError(f"update_every must be >= 0, got {self.update_every}")
         if self.threshold < 0:

@@ -209,7 +209,7 @@ def _best_under(table: Table, draw: Sequence[int]) -> dict:
     return {"best": b, "best_test_ppl": tests[b - 1]}
 
 
-def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int], eis: Sequence[int],
+def settings(methods: Sequence[Method], hpos: Sequence[str], schedules: Sequence[Tuple[int, int]],
              final_epochs: int, n: int) -> List[Tuple[Method, str, int, int]]:
     """Every (method, hpo, e0, ei) that fits in the table's P (full and random take no e0/ei)."""
     out = []
@@ -218,10 +218,9 @@ def settings(methods: Sequence[Method], hpos: Sequence[str], e0s: Sequence[int],
             if m.strategy in ("full", "random"):
                 out.append((m, h, 0, 0))
                 continue
-            for e0 in e0s:
-                for ei in eis:
-                    if elimination_epochs(n, e0, ei)[-1] <= final_epochs:
-                        out.append((m, h, e0, ei))
+            for e0, ei in schedules:
+                if elimination_epochs(n, e0, ei)[-1] <= final_epochs:
+                    out.append((m, h, e0, ei))
     return out
 
 
@@ -247,8 +246,10 @@ def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress)
             out.append(rs)
             if progress:
                 progress(k + 1, len(tasks))
-    finally:
-        ex.close()
+    except BaseException:
+        ex.close(abort=True)
+        raise
+    ex.close()
     return out
 
 
@@ -275,8 +276,10 @@ def _slim(r: dict) -> dict:
 
 def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Sequence[str] = ("grid", "tpe"),
            n: int = 8, e0s: Sequence[int] = (1, 2, 3, 4), eis: Sequence[int] = (1, 2), seeds: int = 1000,
-           progress=None, workers: int = 1, db_path: Optional[str] = None, full_curve: bool = True) -> dict:
-    """Replays every setting `seeds` times (search seeds 0..seeds-1, the same for every
+           progress=None, workers: int = 1, db_path: Optional[str] = None, full_curve: bool = True,
+           schedules: Optional[Sequence[Tuple[int, int]]] = None) -> dict:
+    """Replays every setting (each e0 with each ei, or exactly the (e0, ei) pairs of
+    `schedules`) `seeds` times (search seeds 0..seeds-1, the same for every
     setting), each drawing one training seed per configuration, and with a table of S >= 2
     training seeds also `seeds` times on each training seed alone; then summarizes
     (lshx.studies.replay_stats): the table's training noise, per method and setting the regret
@@ -290,10 +293,11 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
         raise ConfigError(f"n = {n} is more than the table's {len(table.configs) - 1} configurations")
     S = len(table.evals)
     train_seeds = list(range(S)) if S >= 2 else []
-    todo = settings(methods, hpos, e0s, eis, table.final_epochs, n)
+    schedules = list(schedules) if schedules else [(e0, ei) for e0 in e0s for ei in eis]
+    todo = settings(methods, hpos, schedules, table.final_epochs, n)
     skipped = [{"e0": e0, "ei": ei, "last_elimination": elimination_epochs(n, e0, ei)[-1]}
-               for e0 in e0s for ei in eis if elimination_epochs(n, e0, ei)[-1] > table.final_epochs]
-    if not todo or (skipped and len(skipped) == len(e0s) * len(eis) and all(m.strategy == "lsh" for m in methods)):
+               for e0, ei in schedules if elimination_epochs(n, e0, ei)[-1] > table.final_epochs]
+    if not todo or (skipped and len(skipped) == len(schedules) and all(m.strategy == "lsh" for m in methods)):
         raise ConfigError(f"no setting fits the table's {table.final_epochs} epochs: with n = {n} the last "
                           f"elimination of every e0/ei asked for comes later (choose a smaller n, e0 or ei)")
     # full training of the first k configurations of the seeded grid order, k = 1..all: the

@@ -14,7 +14,7 @@ Intervals: a bootstrap over the replays (which draw training seeds, so partly in
 noise but shrink with the number of replays) and a t-interval across the S per-seed replays (S-1
 degrees of freedom: the one that carries the table's finite number of training seeds). A
 difference is called only when the t-interval excludes 0; with one seed the bootstrap is all
-there is, and the output says that it excludes training noise.
+there is, it excludes training noise, and no difference is called.
 """
 from __future__ import annotations
 
@@ -189,11 +189,11 @@ def difference(table: Table, a: Tuple[List[dict], List[List[dict]]], b: Tuple[Li
         out["t_ci_excludes_zero"] = excludes_zero(out["t_ci"])
         decided = out["t_ci_excludes_zero"] and out["ci_excludes_zero"]
         out["includes_training_noise"] = True
-    else:
-        decided = out["ci_excludes_zero"]
-        out["includes_training_noise"] = False  # one training seed: the searches' randomness only
-    out["verdict"] = ("not distinguishable" if not decided else "a picks better" if out["mean"] < 0
-                      else "b picks better")
+        out["verdict"] = ("not distinguishable" if not decided else "a picks better" if out["mean"] < 0
+                          else "b picks better")
+    else:  # one training seed: the interval covers the searches' randomness only, and decides nothing
+        out["includes_training_noise"] = False
+        out["verdict"] = "undecided: one training seed"
     return out
 
 

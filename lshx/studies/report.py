@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from lshx.errors import LshxError
+from lshx.paths import writable_dir
 from lshx.search.rundb import RunDB
 from lshx.search.space import describe
 
@@ -44,6 +45,7 @@ def best_val(evals: Dict[int, dict]) -> float:
 def make_report(db_path: str | Path, out_dir: str | Path, name: Optional[str] = None) -> dict:
     from lshx.studies.figures import report_figures
 
+    writable_dir(out_dir, "the report folder")  # before anything is read or drawn
     db = RunDB(db_path, readonly=True)  # a reader: the DB stays as it is
     try:
         d = _load(db, name)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from lshx.errors import ConfigError
+from lshx.paths import writable_file
 from lshx.progress import log
 from lshx.search.executors import Executor
 from lshx.search.config import SearchConfig
@@ -79,7 +80,8 @@ def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name
         tcfg = SearchConfig(**{**cfg.to_dict(), "train_seed": t})
         tname = f"{name}-t{t}"
         log(f"table {name}: training seed {t} ({tname})", quiet)
-        with open_search(tcfg, db_path, tname, resume, quiet, wait, lease_stale_s) as (db, lease, done):
+        with open_search(tcfg, db_path, tname, resume, quiet, wait, lease_stale_s, read_finished=False) as \
+                (db, lease, done):
             search = Search(tcfg, db, executor, tname, quiet, lease=lease)
             if done is None:
                 search.run()
@@ -246,6 +248,7 @@ def snapshot(db_path: str | Path, out_path: str | Path) -> dict:
     src, out = Path(db_path), Path(out_path)
     if not src.is_file():
         raise ConfigError(f"no run DB at {src}")
+    writable_file(out, "the snapshot")
     if out.exists() and out.resolve() == src.resolve():
         raise ConfigError(f"the snapshot of {src} would overwrite it: give another path")
     RunDB(src, readonly=True).close()  # refuses what is not a run DB, in one line

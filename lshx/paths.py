@@ -1,0 +1,82 @@
+"""Paths a command will write, checked before it does any work: a run DB, an output folder.
+
+A writer checks every path and option before it opens anything, so a bad path costs a second,
+not an epoch or a 30-minute replay. Write permission is probed for real (a temporary file
+created and removed in the first folder that exists on the way), because os.access answers
+for the real user id and root passes it whatever the file modes say.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from lshx.errors import LshxError
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _first_existing(path: Path) -> Path:
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def _probe_dir(folder: Path, what: str, target: Path) -> None:
+    """A file can be created (and removed) in `folder`, an existing path."""
+    if not folder.is_dir():
+        raise LshxError(f"cannot write {what} {target}: {folder} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lshx-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise LshxError(f"cannot write {what} {target}: {folder}: {_reason(exc)}") from None
+
+
+def writable_file(path: str | os.PathLike, what: str = "the file") -> Path:
+    """A file lshx will create or update (a run DB): not a folder, not named with a trailing
+    slash, in a folder that exists or can be made, and writable if it exists."""
+    raw = os.fspath(path)
+    if raw.endswith(("/", os.sep)):
+        raise LshxError(f"{what} {raw} ends with a slash: give a file name, e.g. {raw.rstrip('/')}.sqlite")
+    p = Path(raw)
+    if p.is_dir():
+        raise LshxError(f"{what} {p} is a folder: give a file name inside it")
+    if p.exists():
+        try:
+            with open(p, "r+b"):
+                pass
+        except OSError as exc:
+            raise LshxError(f"cannot write {what} {p}: {_reason(exc)}") from None
+    _probe_dir(_first_existing(p.parent.resolve() if str(p.parent) else Path(".").resolve()), what, p)
+    return p
+
+
+def writable_dir(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """A folder lshx will create (if needed) and write files into."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise LshxError(f"{what} {p} is a file, not a folder")
+    _probe_dir(_first_existing(p.resolve()), what, p)
+    return p
+
+
+def readable_file(path: str | os.PathLike, what: str = "the file") -> Path:
+    """A file lshx will read: it exists, is a file and can be opened."""
+    p = Path(path)
+    if not p.exists():
+        raise LshxError(f"{what} {p} does not exist")
+    if not p.is_file():
+        raise LshxError(f"{what} {p} is not a file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise LshxError(f"cannot read {what} {p}: {_reason(exc)}") from None
+    return p
