@@ -10,14 +10,18 @@ pieces to it:
   and prunes the farthest half; TPE fills every freed slot with a new trial (insertion).
 
 The dense reference trains first (its spectrum after every epoch is the reference
-trajectory), then the study searches the DST controls (Selfish-RNN's, as `lshx search`):
-sparse init, death mode, redistribution, death rate. Perplexities are PTB-16%'s, not
-comparable with published full-PTB numbers.
+trajectory), then two studies search the DST controls (Selfish-RNN's, as `lshx search`):
+sparse init, death mode, redistribution, death rate, with the same TPE seed and the same
+training seeds, one pruned by LSHPruner (the LS distance) and one by Optuna's MedianPruner
+(the validation perplexity), so that you see what the LS signal buys on your problem.
+Perplexities are PTB-16%'s, not comparable with published full-PTB numbers. The numbers
+depend on the torch thread count (summation order): one thread unless --threads says more.
 
-    python examples/optuna_gru.py --smoke          # < 1 minute on 2 CPU cores
+    python examples/optuna_gru.py --smoke          # about a minute on 2 CPU cores
     python examples/optuna_gru.py --storage sqlite:///runs/optuna_gru.sqlite   # resumable
 
-Prints one JSON line: the best validation perplexity, its parameters, trial counts.
+Prints one JSON line: per pruner the best validation perplexity, its parameters, trial
+counts and training epochs spent; the dense model's; the thread count.
 """
 from __future__ import annotations
 
@@ -81,7 +85,8 @@ class Run:
         self.ls_tokens = corpus.valid[: s["ls_samples"] * n].view(s["ls_samples"], n).t()  # (T, K)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=s["lr"])
         steps = s["epochs"] * num_windows(self.train_data, s["bptt"], s["max_batches"])
-        self.masking = sparsify(self.model, dst, total_steps=steps, seed=seed) if dst is not None else None
+        self.masking = sparsify(self.model, dst, total_steps=steps, seed=seed, mask_init="random") \
+            if dst is not None else None
         self.epoch = 0
 
     def train_epoch(self) -> None:
@@ -129,11 +134,11 @@ def main(argv=None) -> int:
     p.add_argument("--storage", default=None, help="an Optuna storage URL (sqlite:///file.sqlite): resumable")
     p.add_argument("--study-name", default="lshx-gru")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the numbers depend on it)")
+    p.add_argument("--pruners", default="lsh,median", help="comma-separated: lsh, median")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     s = dict(SETTINGS["smoke" if a.smoke else "full"])
     s.update({k: v for k, v in (("trials", a.trials), ("epochs", a.epochs)) if v is not None})
     corpus = load_corpus(a.data)
@@ -152,30 +157,38 @@ def main(argv=None) -> int:
         best = math.inf
         for epoch in range(1, s["epochs"] + 1):
             run.train_epoch()
+            trial.set_user_attr("epochs", epoch)
             best = min(best, run.val_ppl())
-            report_spectrum(trial, run.spectrum(), epoch)
+            trial.report(best, epoch)  # the learning curve: MedianPruner decides on it
+            report_spectrum(trial, run.spectrum(), epoch)  # the spectrum: LSHPruner decides on it
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return best
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=a.study_name, storage=a.storage, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=a.seed, n_startup_trials=min(4, s["trials"])),
-                                pruner=LSHPruner(s["e0"], s["ei"], a.distance, reference=reference))
-    done = len([t for t in study.trials if t.state.is_finished()])
-    study.optimize(objective, n_trials=max(0, s["trials"] - done))
-    states = [t.state for t in study.trials]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    out = {
-        "best_value": study.best_value if complete else None,
-        "best_params": study.best_params if complete else None,
-        "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "complete": len(complete),
-        "trials": len(states),
-        "dense_val_ppl": dense_ppl,
-        "data": "PTB-16%" if a.data is None else a.data,
-        "wall_s": round(time.perf_counter() - t0, 1),
+    pruners = {
+        "lsh": lambda: LSHPruner(s["e0"], s["ei"], a.distance, reference=reference, max_epochs=s["epochs"]),
+        # the same rungs: from epoch e0 every ei epochs, after two trials have finished
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=s["e0"] - 1,
+                                                      interval_steps=s["ei"]),
     }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = {}
+    for name in [x.strip() for x in a.pruners.split(",") if x.strip()]:
+        if name not in pruners:
+            p.error(f"unknown pruner {name!r}; allowed: {', '.join(pruners)}")
+        sampler = optuna.samplers.TPESampler(seed=a.seed, n_startup_trials=min(4, s["trials"]))
+        study = optuna.create_study(study_name=f"{a.study_name}-{name}", storage=a.storage, load_if_exists=True,
+                                    sampler=sampler, pruner=pruners[name]())
+        done = len([t for t in study.trials if t.state.is_finished()])
+        study.optimize(objective, n_trials=max(0, s["trials"] - done))
+        states = [t.state for t in study.trials]
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        out[name] = {"best_value": study.best_value if complete else None,
+                     "best_params": study.best_params if complete else None,
+                     "pruned": states.count(optuna.trial.TrialState.PRUNED), "complete": len(complete),
+                     "trials": len(states), "epochs": sum(t.user_attrs.get("epochs", 0) for t in study.trials)}
+    out.update({"dense_val_ppl": dense_ppl, "data": "PTB-16%" if a.data is None else a.data,
+                "threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - t0, 1)})
     print(json.dumps(out))
     return 0
 

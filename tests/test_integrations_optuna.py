@@ -109,7 +109,7 @@ def test_one_round_equals_eliminate(distance):
     rng = np.random.default_rng(0)
     N, n = 6, 7
     ref = {e: rng.normal(size=N).tolist() for e in (1, 2)}
-    study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref, n_rungs=1))
     trials = [study.ask() for _ in range(n)]
     traj = {t.number: {e: (np.array(ref[e]) + rng.normal(scale=0.5 + t.number % 3, size=N)).tolist()
                        for e in (1, 2)} for t in trials}
@@ -134,6 +134,7 @@ def _run_trial(study, offsets, ask_at=None):
     """One trial run to the end (or pruned): spectrum = reference + offset at every epoch."""
     t = study.ask()
     for e in sorted(offsets):
+        t.report(10.0 + e, e)  # the objective's own learning curve: the pruner leaves it alone
         report_spectrum(t, [1.0 + offsets[e], -1.0, -2.0], e)
         if (ask_at is None or e in ask_at) and t.should_prune():
             study.tell(t, state=PRUNED)
@@ -147,7 +148,7 @@ def test_asynchronous_semantics_like_asha():
     so far, ceil(m/2) kept; decisions are never revisited; a rung passed without asking is
     not judged."""
     ref = {e: [1.0, -1.0, -2.0] for e in range(1, 6)}
-    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=2, distance="raw", reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=2, distance="raw", reference=ref, max_epochs=5))
     epochs = range(1, 6)  # rungs at 2 and 4
     assert _run_trial(study, {e: 0.5 for e in epochs}) == (0, None)  # alone at both rungs: kept
     assert _run_trial(study, {e: 0.9 for e in epochs}) == (1, 2)  # m = 2, keep 1: the farther goes
@@ -161,13 +162,13 @@ def test_asynchronous_semantics_like_asha():
     assert by[1][0] == {"epoch": 2, "distance": pytest.approx(0.9), "competitors": 2, "rank": 2, "kept": False}
     assert [by[3][r]["rank"] for r in (0, 1)] == [2, 3] and not by[3][1]["kept"]
     assert 0 not in by[4] and by[4][1]["kept"] and by[4][1]["competitors"] == 4
-    assert [t.intermediate_values[2] for t in study.trials[:2]] == pytest.approx([0.5, 0.9])
+    assert [t.intermediate_values[2] for t in study.trials[:2]] == [12.0, 12.0]
 
 
 def test_decision_waits_for_the_reference(tmp_path):
     """The dense model reports into the study (report_reference) and lags behind: the rung
     decision waits and is taken at the next call, on the spectra recorded at the rung."""
-    study = optuna.create_study(storage=_storage("sqlite", tmp_path), pruner=LSHPruner(2, 1, "raw"))
+    study = optuna.create_study(storage=_storage("sqlite", tmp_path), pruner=LSHPruner(2, 1, "raw", max_epochs=4))
     report_reference(study, [0.0, -1.0], 1)
     a, b = study.ask(), study.ask()
     for t, off in ((a, 0.1), (b, 0.2)):
@@ -192,7 +193,7 @@ def test_decision_waits_for_the_reference(tmp_path):
 @pytest.mark.parametrize("storage", ["inmemory", "sqlite"])
 def test_tpe_study_prunes_and_inserts(storage, tmp_path):
     """study.optimize with TPE: pruned trials free their slot for a new one (LSH's
-    insertion); TPE learns from the distances of the pruned (their intermediate values)."""
+    insertion); TPE learns from the objective's own intermediate values."""
     ref = {e: [0.5, -0.5, -1.5, -3.0] for e in range(1, 5)}
     url = _storage(storage, tmp_path)
     study = optuna.create_study(storage=url, study_name="lsh",
@@ -203,6 +204,7 @@ def test_tpe_study_prunes_and_inserts(storage, tmp_path):
         x = trial.suggest_float("x", -1.0, 1.0)
         for epoch in range(1, 5):  # the farther x is from 0.2, the farther the spectrum
             shift = (x - 0.2) * np.array([1.0, 0.5, -0.3, 0.2]) * epoch / 4
+            trial.report(abs(x - 0.2) + 1.0 / epoch, epoch)
             report_spectrum(trial, np.array(ref[epoch]) + shift + 0.01 * epoch, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -237,7 +239,7 @@ def test_ties_go_to_the_lower_trial_number(distance):
     """Equal distances (identical spectra; or two diverged trials, both +inf): the lower
     trial number is kept, as lshx.search.schedule.eliminate."""
     ref = {1: [0.5, -1.0], 2: [0.4, -1.2]}
-    study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(2, 1, distance, reference=ref, n_rungs=1))
     trials = [study.ask() for _ in range(4)]
     same = {e: [0.9, -0.7 - 0.1 * e] for e in (1, 2)}
     traj = {0: {1: [0.0, 0.0], 2: [3.0, 3.0]}, 1: same, 2: same, 3: {1: [0.0, 0.0], 2: [2.0, 2.0]}}
@@ -248,7 +250,7 @@ def test_ties_go_to_the_lower_trial_number(distance):
     assert pruned == {0: True, 1: False, 2: False, 3: True}
     assert [decisions(study.trials[n])[0]["rank"] for n in (1, 2)] == [1, 2]
     # two diverged trials, nothing else at the rung: the lower number is kept
-    study = optuna.create_study(pruner=LSHPruner(1, 1, distance, reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(1, 1, distance, reference=ref, n_rungs=1))
     a, b = study.ask(), study.ask()
     assert _sync_round(study, [a, b], {a.number: [math.nan, 0.0], b.number: [math.inf, 0.0]}, 1) == \
         {a.number: False, b.number: True}
@@ -260,51 +262,44 @@ def test_a_diverged_trial_is_pruned_unless_most_diverged():
     LSH's ranking decide (in a synchronised round: LSH's own rule, which keeps the lower
     numbers among the diverged)."""
     ref = {1: [0.0, -1.0], 2: [0.0, -1.0]}
-    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, n_rungs=1))
     t = study.ask()
     report_spectrum(t, [math.nan, 0.0], 1)
     assert t.should_prune()
     assert decisions(study.trials[0])[0] == {"epoch": 1, "distance": None, "competitors": 1, "rank": 1,
                                              "kept": False}
     # m = 3, two diverged (more than half): LSH keeps ceil(3/2) = 2, the finite one and trial 0
-    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, n_rungs=1))
     trials = [study.ask() for _ in range(3)]
     got = _sync_round(study, trials, {0: [math.nan, 0.0], 1: [0.1, -1.0], 2: [math.inf, 0.0]}, 1)
     dist = {0: math.inf, 1: 0.1, 2: math.inf}
     assert sorted(n for n, p in got.items() if p) == eliminate(dist, 2)[1] == [2]
     # m = 4, two diverged (half): both pruned, as LSH
-    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, n_rungs=1))
     trials = [study.ask() for _ in range(4)]
     got = _sync_round(study, trials, {0: [math.nan, 0.0], 1: [0.1, -1.0], 2: [math.inf, 0.0], 3: [0.2, -1.0]}, 1)
     assert sorted(n for n, p in got.items() if p) == [0, 2]
 
 
 def test_static_reference_must_hold_every_rung_epoch():
-    """A static reference without a rung's epoch (pca2: without any of epochs 1..E) is a
-    ConfigError when a trial reaches that rung (at construction when n_rungs is given),
-    not a rung that silently never decides."""
+    """A static reference without a rung's epoch (pca2: without any epoch from the first to
+    E) is a ConfigError when the pruner is built, not a trial that fails at that rung."""
     ref = {e: [1.0, -1.0] for e in (2, 3, 4)}  # no epoch 1
-    study = optuna.create_study(pruner=LSHPruner(e0=1, ei=1, distance="raw", reference=ref))
-    t = study.ask()
-    report_spectrum(t, [1.1, -1.0], 1)
     with pytest.raises(ConfigError, match="no spectrum at epoch 1"):
-        t.should_prune()
-    # raw needs the rung epoch only; pca2 needs 1..E
-    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=1, distance="raw", reference=ref))
+        LSHPruner(e0=1, ei=1, distance="raw", reference=ref, max_epochs=4)
+    # raw needs the rung epochs only; pca2 needs 1..E
+    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=1, distance="raw", reference=ref, max_epochs=4))
     t = study.ask()
     for e in (1, 2):
         report_spectrum(t, [1.1, -1.0], e)
     assert not t.should_prune() and decisions(study.trials[0])[0]["kept"]
-    study = optuna.create_study(pruner=LSHPruner(e0=2, ei=1, distance="pca2", reference=ref))
-    t = study.ask()
-    for e in (1, 2):
-        report_spectrum(t, [1.1, -1.0], e)
     with pytest.raises(ConfigError, match="pca2.*epochs 1..2"):
-        t.should_prune()
+        LSHPruner(e0=2, ei=1, distance="pca2", reference=ref, max_epochs=4)
     with pytest.raises(ConfigError, match="no spectrum at epoch 5"):
         LSHPruner(e0=2, ei=1, distance="raw", reference=ref, n_rungs=4)
-    with pytest.raises(ConfigError, match="epochs 1..2"):
-        LSHPruner(e0=2, ei=1, distance="pca2", reference=ref, n_rungs=1)
+    # a gap in the middle: epochs {1, 3} for a rung at 3
+    with pytest.raises(ConfigError, match="no spectrum at epoch 2"):
+        LSHPruner(e0=1, ei=2, distance="pca2", reference={1: [0.0], 3: [0.1]}, max_epochs=4)
     LSHPruner(e0=2, ei=1, distance="raw", reference=ref, n_rungs=3)
 
 
@@ -312,7 +307,7 @@ def test_pruned_trials_leave_the_later_rungs():
     """A trial pruned at rung r whose objective goes on reporting is no competitor at later
     rungs (LSH never compares an eliminated candidate again); it stays pruned."""
     ref = {e: [0.0, -1.0] for e in (1, 2)}
-    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref))
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, n_rungs=2))
     a, b = study.ask(), study.ask()
     assert _sync_round(study, [a, b], {a.number: [0.9, -1.0], b.number: [0.1, -1.0]}, 1) == \
         {a.number: True, b.number: False}
@@ -327,44 +322,132 @@ def test_pruned_trials_leave_the_later_rungs():
 def test_decisions_of_a_live_trial():
     """decisions() takes the optuna.Trial an objective holds (Optuna 5's Trial has no
     system_attrs: read through the study's storage) as well as a FrozenTrial."""
-    study = optuna.create_study(pruner=LSHPruner(reference={1: [0.0]}))
+    study = optuna.create_study(pruner=LSHPruner(reference={1: [0.0]}, n_rungs=1))
     t = study.ask()
     report_spectrum(t, [0.1], 1)
     assert not t.should_prune()
     assert decisions(t) == decisions(study.trials[0]) and decisions(t)[0]["kept"]
 
 
-def test_maximize_study_reports_minus_the_distance():
-    """In a maximize study the intermediate value is -distance (TPE ranks a pruned trial's
-    last value by the study's direction: nearer the dense model must rank better); the
-    decisions are the same."""
-    ref = {1: [0.0, -1.0]}
-    study = optuna.create_study(direction="maximize", pruner=LSHPruner(1, 1, "raw", reference=ref))
+def test_report_spectrum_leaves_the_intermediate_values_alone():
+    """The objective reports its validation loss at the same step as the spectrum; a pruned
+    trial's value is that loss, not a distance; the spectrum keeps its own record."""
+    ref = {e: [0.0, -1.0] for e in (1, 2, 3)}
+    study = optuna.create_study(direction="maximize",
+                                pruner=LSHPruner(1, 1, "raw", reference=ref, max_epochs=3))
     a, b, c = study.ask(), study.ask(), study.ask()
-    assert report_spectrum(a, [0.3, -1.0], 1) == pytest.approx(-0.3)
-    assert report_spectrum(b, [0.1, -1.0], 1) == pytest.approx(-0.1)
-    assert report_spectrum(c, [math.nan, -1.0], 1) == -math.inf
+    for t, loss, sp in ((a, 2.9, [0.3, -1.0]), (b, 3.1, [0.1, -1.0]), (c, 3.0, [math.nan, -1.0])):
+        t.report(loss, 1)
+        assert report_spectrum(t, sp, 1) == (pytest.approx(np.linalg.norm(np.subtract(sp, ref[1])))
+                                             if np.isfinite(sp).all() else math.inf)
     assert [t.should_prune() for t in (a, b, c)] == [False, False, True]
     assert decisions(a)[0]["distance"] == pytest.approx(0.3)
-    assert study.trials[1].intermediate_values == {1: pytest.approx(-0.1)}
+    assert [t.intermediate_values for t in study.trials] == [{1: 2.9}, {1: 3.1}, {1: 3.0}]
+    assert spectra(study.trials[1]) == {1: [0.1, -1.0]}
+
+
+def test_a_second_report_at_a_judged_epoch_is_refused():
+    ref = {1: [0.0, -1.0], 2: [0.0, -1.0]}
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, max_epochs=2))
+    t = study.ask()
+    report_spectrum(t, [0.1, -1.0], 1)
+    report_spectrum(t, [0.2, -1.0], 1)  # not judged yet: replaced
+    assert not t.should_prune() and decisions(t)[0]["distance"] == pytest.approx(0.2)
+    report_spectrum(t, [0.2, -1.0], 1)  # the same again: fine
+    with pytest.raises(ConfigError, match="judged at epoch 1"):
+        report_spectrum(t, [0.5, -1.0], 1)
+
+
+def test_epochs_may_count_from_zero():
+    """for epoch in range(epochs): LSHPruner(first_epoch=0) numbers the first spectrum 0."""
+    ref = {e: [0.0, -1.0] for e in range(3)}
+    study = optuna.create_study(pruner=LSHPruner(e0=0, ei=1, distance="pca2", reference=ref, max_epochs=3,
+                                                 first_epoch=0))
+    assert study.pruner.rungs == [0, 1]
+    a, b = study.ask(), study.ask()
+    got = _sync_round(study, [a, b], {a.number: [0.1, -1.0], b.number: [0.9, -1.0]}, 0)
+    assert got == {a.number: False, b.number: True} and decisions(b)[0]["epoch"] == 0
+    with pytest.raises(ConfigError, match="first epoch 1"):
+        report_spectrum(optuna.create_study(pruner=LSHPruner(reference={1: [0.0]}, n_rungs=1)).ask(), [0.0], 0)
+
+
+def test_a_trial_that_finished_training_is_never_pruned():
+    """max_epochs: the last epoch is not a rung, so the trial that trained to the end keeps its
+    result (with every epoch a rung, the worst of two finished trials was pruned)."""
+    ref = {e: [0.0, -1.0] for e in (1, 2, 3)}
+    study = optuna.create_study(pruner=LSHPruner(1, 1, "raw", reference=ref, max_epochs=3))
+    assert study.pruner.rungs == [1, 2]
+
+    def objective(trial):
+        off = [0.1, 0.2][trial.number]
+        for epoch in (1, 2, 3):
+            report_spectrum(trial, [off * epoch, -1.0], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return off
+
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials] == [COMPLETE, PRUNED]  # pruned at 1, the worse of two
+    assert 3 not in study.pruner.rungs and list(decisions(study.trials[1])) == [0]
+    with pytest.raises(ConfigError, match="max_epochs"):
+        LSHPruner(e0=1, ei=1, reference=ref)
+
+
+def test_no_reference_warns_once_or_raises(tmp_path):
+    def run(pruner):
+        study = optuna.create_study(pruner=pruner)
+        t = study.ask()
+        report_spectrum(t, [0.3, -1.0], 1)
+        return t.should_prune()
+
+    with pytest.warns(UserWarning, match="no reference spectra"):
+        assert run(LSHPruner(1, 1, "raw", max_epochs=3)) is False
+    with pytest.raises(ConfigError, match="no reference spectra"):
+        run(LSHPruner(1, 1, "raw", max_epochs=3, on_missing_reference="raise"))
+
+
+def test_a_resumed_study_prunes_with_the_stored_reference(tmp_path):
+    """The static reference goes into the study: resumed without it, the study prunes the same;
+    resumed with another one, it is refused."""
+    url = _storage("sqlite", tmp_path)
+    ref = {1: [0.0, -1.0], 2: [0.0, -1.0]}
+    study = optuna.create_study(storage=url, study_name="s", pruner=LSHPruner(1, 1, "raw", reference=ref,
+                                                                                 max_epochs=3))
+    a = study.ask()
+    report_spectrum(a, [0.1, -1.0], 1)
+    assert not a.should_prune()
+    again = optuna.load_study(study_name="s", storage=url, pruner=LSHPruner(1, 1, "raw", max_epochs=3))
+    assert reference_spectra(again) == ref
+    b = again.ask()
+    report_spectrum(b, [0.9, -1.0], 1)
+    assert b.should_prune() and decisions(b)[0]["competitors"] == 2
+    other = optuna.load_study(study_name="s", storage=url,
+                              pruner=LSHPruner(1, 1, "raw", reference={1: [5.0, 5.0], 2: [5.0, 5.0]}, max_epochs=3))
+    c = other.ask()
+    report_spectrum(c, [0.2, -1.0], 1)
+    with pytest.raises(ConfigError, match="holds another reference"):
+        c.should_prune()
 
 
 def test_errors():
     with pytest.raises(ConfigError, match="SuccessiveHalvingPruner"):
-        LSHPruner(distance="loss")
+        LSHPruner(distance="loss", n_rungs=1)
     with pytest.raises(ConfigError, match="unknown distance"):
-        LSHPruner(distance="cosine")
-    with pytest.raises(ConfigError, match="e0 and ei"):
-        LSHPruner(e0=0)
+        LSHPruner(distance="cosine", n_rungs=1)
+    with pytest.raises(ConfigError, match="e0 must be >= first_epoch"):
+        LSHPruner(e0=0, n_rungs=1)
     with pytest.raises(ConfigError, match="not finite"):
-        LSHPruner(reference={1: [math.nan]})
-    study = optuna.create_study(pruner=LSHPruner(reference={1: [0.0, 1.0]}))
+        LSHPruner(reference={1: [math.nan]}, n_rungs=1)
+    with pytest.raises(ConfigError, match="no rung before the last epoch"):
+        LSHPruner(e0=3, max_epochs=3)
+    study = optuna.create_study(pruner=LSHPruner(reference={1: [0.0, 1.0]}, n_rungs=1))
     t = study.ask()
-    with pytest.raises(ConfigError, match="count from 1"):
-        report_spectrum(t, [0.0, 1.0], 0)
+    with pytest.raises(ConfigError, match="integer >= 0"):
+        report_spectrum(t, [0.0, 1.0], -1)
     with pytest.raises(ConfigError, match="reference has 2"):
         report_spectrum(t, [0.0, 1.0, 2.0], 1)
     assert LSHPruner(e0=3, ei=2, n_rungs=2).rung_of(5) == 1 and LSHPruner(e0=3, ei=2, n_rungs=2).rung_of(7) is None
+    assert LSHPruner(e0=3, ei=2, max_epochs=7).rungs == [3, 5]  # 7, the last epoch, is not a rung
 
 
 def test_example_optuna_gru_runs(tmp_path):
@@ -380,7 +463,15 @@ def test_example_optuna_gru_runs(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["trials"] == 3 and res["pruned"] + res["complete"] == 3 and res["pruned"] >= 1
-    assert res["best_value"] is None or math.isfinite(res["best_value"])
-    again = optuna.load_study(study_name="lshx-gru", storage=url)
+    assert res["threads"] == 1 and math.isfinite(res["dense_val_ppl"])
+    for name in ("lsh", "median"):
+        r = res[name]
+        assert r["trials"] == 3 and r["pruned"] + r["complete"] == 3 and 3 <= r["epochs"] <= 6
+        assert r["best_value"] is None or math.isfinite(r["best_value"])
+    assert res["lsh"]["pruned"] >= 1  # the second trial meets the first at epoch 1
+    again = optuna.load_study(study_name="lshx-gru-lsh", storage=url)
     assert len(again.trials) == 3 and any(decisions(t) for t in again.trials)
+    # resumed: nothing more to run, the same answer
+    out2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    res2 = json.loads(out2.stdout.strip().splitlines()[-1])
+    assert {k: res2[k] for k in ("lsh", "median")} == {k: res[k] for k in ("lsh", "median")}

@@ -12,6 +12,9 @@ import lshx.sparse.masking
 from lshx.errors import ConfigError
 from lshx.sparse.any_model import ModuleMasks, maskable, sparsify
 from lshx.sparse.config import DEATHS, INITS, REDISTRIBUTIONS, DSTConfig
+
+# fresh modules throughout: the warning for trained weights is tested on its own below
+pytestmark = pytest.mark.filterwarnings("ignore:sparsify zeroed")
 from lshx.sparse.densities import layer_counts
 
 V, C = 30, 5
@@ -314,3 +317,113 @@ def test_a_filter_that_selects_nothing_names_the_parameters():
         sparsify(nn.GRU(4, 8), include="gru.*", total_steps=10)
     msg = str(err.value)
     assert "weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0" in msg and "{" not in msg
+
+
+# ----------------------------------------------------------------------------- mistakes refused (issue 25)
+def _gru():
+    torch.manual_seed(0)
+    return nn.GRU(6, 10)
+
+
+def _loss(m):
+    out, _ = m(torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(1)))
+    return out.pow(2).mean()
+
+
+def test_without_total_steps_the_death_rate_stays_constant():
+    m = _gru()
+    masking = sparsify(m, density=0.3, death_rate=0.5, mask_init="random")
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    _loss(m).backward()
+    masking.step(opt)
+    assert masking.death_rate() == 0.5  # (it was 0.005 after one step of a default total of 1)
+    ramp = sparsify(_gru(), density=0.3, death_rate=0.5, total_steps=4, mask_init="random")
+    ramp.steps = 2
+    assert ramp.death_rate() == pytest.approx(0.005 + 0.5 * (0.5 - 0.005))
+    with pytest.raises(ConfigError, match="total_steps"):
+        sparsify(_gru(), density=0.3, total_steps=0)
+
+
+def test_a_module_sparsified_twice_is_refused():
+    m = _gru()
+    sparsify(m, density=0.5, mask_init="random")
+    with pytest.raises(ConfigError, match="sparsified already"):
+        sparsify(m, density=0.5, mask_init="random")
+
+
+def test_trained_weights_are_warned_about_and_magnitude_keeps_the_largest():
+    m = _gru()
+    with pytest.warns(UserWarning, match=r"zeroed \d+ nonzero weights.*mask_init='magnitude'"):
+        sparsify(m, density=0.3)
+    trained = _gru()
+    w = trained.weight_hh_l0.detach().clone()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice is silent
+        masking = sparsify(trained, density=0.3, mask_init="magnitude")
+    kept = masking.masks["weight_hh_l0"]
+    assert w.abs()[kept].min() >= w.abs()[~kept].max()  # the largest survive, the smallest are masked
+    assert torch.equal(trained.weight_hh_l0.detach()[kept], w[kept])
+
+
+@pytest.mark.parametrize("include", [["0.*", "l.*"], "gru.*"])
+def test_an_include_pattern_that_matches_nothing_is_refused(include):
+    with pytest.raises(ConfigError, match="match.* no parameter; parameters: weight_ih_l0"):
+        sparsify(_gru(), include=include, density=0.3, mask_init="random")
+    # one good pattern does not excuse a bad one
+    with pytest.raises(ConfigError, match="'l.\\*' matches no parameter"):
+        sparsify(_gru(), include=["weight_*", "l.*"], density=0.3, mask_init="random")
+
+
+def test_a_density_given_as_text_is_a_config_error():
+    with pytest.raises(ConfigError, match="density must be a finite number"):
+        sparsify(_gru(), density="0.3")
+
+
+def test_update_topology_before_any_step_is_refused():
+    masking = sparsify(_gru(), density=0.3, total_steps=10, mask_init="random")
+    with pytest.raises(ConfigError, match="before any step"):
+        masking.update_topology()
+
+
+def _exact(masking):
+    params = dict(masking.model.named_parameters())
+    for n, mk in masking.masks.items():
+        assert not params[n].detach()[~mk].any(), n
+
+
+def test_a_closure_optimizer_steps_with_masked_gradients():
+    m = _gru()
+    masking = sparsify(m, density=0.3, total_steps=10, mask_init="random")
+    opt = torch.optim.LBFGS(m.parameters(), lr=0.5, max_iter=4)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(m)
+        loss.backward()
+        return loss
+
+    before = _loss(m).item()
+    masking.step(opt, closure=closure)
+    _exact(masking)
+    assert _loss(m).item() < before
+
+
+def test_a_grad_scaler_steps_on_unscaled_gradients():
+    """The same step with and without a GradScaler: the scaler's gradients are 1024 times
+    larger until it unscales them (stepping on them moved weights by hundreds)."""
+    a, b = _gru(), _gru()
+    ma = sparsify(a, density=0.3, total_steps=10, seed=4, mask_init="random")
+    mb = sparsify(b, density=0.3, total_steps=10, seed=4, mask_init="random")
+    oa, ob = torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5)
+    _loss(a).backward()
+    ma.step(oa)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(_loss(b)).backward()
+    mb.step(ob, scaler=scaler)
+    scaler.update()
+    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), n
+    _exact(mb)
+    with pytest.raises(ConfigError, match="closure or a GradScaler"):
+        mb.step(ob, closure=lambda: 0, scaler=scaler)

@@ -1,71 +1,23 @@
-"""LSH's elimination inside an Optuna study.
+"""LSH's elimination inside an Optuna study: LSHPruner, and report_spectrum to feed it.
 
-    pruner = LSHPruner(e0=2, ei=1, distance="pca2", reference=dense_spectra)   # {epoch: spectrum}
+    pruner = LSHPruner(e0=2, ei=1, max_epochs=EPOCHS, reference=dense_spectra)   # {epoch: spectrum}
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(), pruner=pruner)
+    # in the objective, after every epoch: trial.report(val_loss, epoch) as usual, then
+    report_spectrum(trial, lshx.lyapunov_spectrum(rnn, inputs), epoch)
+    if trial.should_prune(): raise optuna.TrialPruned()
 
-    def objective(trial):
-        ...                                           # build and sparsify a model from trial's params
-        for epoch in range(1, epochs + 1):
-            ...                                       # train one epoch
-            report_spectrum(trial, lshx.lyapunov_spectrum(rnn, inputs), epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return validation_perplexity
-
-Semantics. Epochs count from 1 (the spectrum after epoch e is reported at step e). The
-rungs are the epochs e0, e0 + ei, e0 + 2 ei, ... (n_rungs of them, or unlimited). When a trial
-calls should_prune() with its spectrum of a rung epoch E reported, the pruner judges it there:
-its competitors are the trials of the study (the trial itself included, any state: running,
-pruned, complete, failed) that have reported a spectrum at E, except those it judged pruned
-at an earlier rung (LSH never compares an eliminated candidate again); the distance of each
-to the dense reference at E is lshx.search.schedule.distances (pca2: one 2-D PCA fitted on the
-reference's and the competitors' trajectories, epochs 1..E; raw: L2 of the spectra; a
-non-finite spectrum is +inf); the trial is kept when it is among the ceil(m/2) nearest of
-the m competitors (ties to the lower trial number), else pruned; a trial at +inf is pruned
-unless the +inf trials are more than half of m >= 2 competitors (then the ranking decides:
-in a synchronised round that is LSH's own rule; the difference is a diverged trial alone at
-its rung, which LSH's ranking would keep). The decision is recorded in the trial's system
-attrs ("lshx:rung:<r>") and never revisited. A rung the trial passed without calling
-should_prune() at that epoch is not judged (that is how LSH's inserted candidates catch up
-without a comparison). A static reference must hold every rung epoch (pca2: every epoch
-1..E), else ConfigError; when a study's reference (report_reference) lacks it yet (a dense
-model training alongside), the decision waits: the next should_prune() call judges it with
-the spectra recorded at E.
-
-Competitors differ from LSH's round in two ways the pruner cannot see: a trial pruned at
-rung r still competes at rung r for the trials that arrive later (as in ASHA; it leaves
-only the later rungs), and a trial whose objective raised (FAIL) before reporting epoch E
-is absent at E, where LSH would count a diverged candidate as +inf (report a non-finite
-spectrum and raise TrialPruned instead to keep LSH's count).
-
-Against Optuna's SuccessiveHalvingPruner (asynchronous successive halving) with
-reduction_factor 2: the same rule "promote the top 1/eta of what reached the rung so far",
-with (1) the LS distance to the dense trajectory as the value, recomputed at decision time
-from all spectra at the rung (pca2 moves as trials arrive) instead of the value frozen
-when each trial passed; (2) ceil(m/2) kept, not floor(m/2) (at least 1); (3) rungs spaced
-by ei epochs from e0, not geometrically. As with ASHA, asynchronous decisions depend on
-arrival order: an early trial faces few competitors. When all the trials of a round report
-their rung epoch before any of them asks (ask/tell, or a synchronised batch), every
-decision is made on the same m spectra and the pruned set is exactly LSH's elimination of
-that round.
-
-Insertion comes from the sampler: each pruned trial frees a slot, and study.optimize asks
-the sampler (TPE) for a new trial. What TPE learns from is not LSH's history: its "below"
-(good) set, gamma(n) trials (by default min(ceil(0.1 n), 25)), is filled first with
-COMPLETE trials ranked by the objective; pruned trials only fill the places left (when
-fewer trials have completed), ranked by (-last step reached, last intermediate value); the
-rest are "above" (running trials too, with constant_liar). The
-intermediate value is what report_spectrum reports: the raw L2 distance to the reference
-at that epoch (NaN while the reference lacks the epoch, ranked last), even when the pruner
-decides on pca2, so the order TPE sees among pruned trials of one step need not be the
-pruner's. In a maximize study report_spectrum reports -distance, so that nearer the dense
-model still ranks better.
+The pruner keeps its own record (the spectra in user attrs, its decisions in system attrs)
+and leaves the intermediate values to the user. The exact rule, how it compares with
+Optuna's SuccessiveHalvingPruner and with `lshx search`, and what TPE learns from pruned
+trials: docs/library.md, section 3.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 
@@ -119,59 +71,85 @@ def report_reference(study: "optuna.Study", spectrum, epoch: int) -> None:
 
 
 def report_spectrum(trial: "optuna.Trial", spectrum, epoch: int) -> float:
-    """Records a trial's spectrum after `epoch` (one call per epoch, before should_prune) and
-    reports, as the intermediate value at step `epoch`, its raw L2 distance to the
-    reference at that epoch (+inf for a non-finite spectrum, NaN while the reference lacks
-    the epoch), negated in a maximize study (-distance, -inf: TPE ranks a pruned trial's
-    last value by the study's direction, and nearer the dense model must rank better). The
-    pruner decides on the spectra, not on this value. Returns the reported value."""
+    """Records a trial's spectrum after `epoch` (one call per epoch, before should_prune),
+    beside the trial's own intermediate values, which it leaves alone (report the validation
+    loss with trial.report as usual). Returns the raw L2 distance to the reference at that
+    epoch, for information (+inf for a non-finite spectrum, NaN while the reference lacks the
+    epoch); the pruner decides on the spectra. Epochs are numbered as the pruner's first_epoch
+    says (1 by default; 0 for `for epoch in range(epochs)`). A spectrum already judged at a
+    rung cannot be replaced by another."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
     epoch = int(epoch)
-    if epoch < 1:
-        raise ConfigError(f"epochs count from 1 (the spectrum after epoch e), got {epoch}")
-    vals = _finite_or_none(spectrum)
-    trial.set_user_attr(TRIAL_KEY.format(epoch), vals)
     pruner = trial.study.pruner
-    ref = (pruner.reference_at(trial.study) if isinstance(pruner, LSHPruner)
-           else reference_spectra(trial.study)).get(epoch)
+    lsh = isinstance(pruner, LSHPruner)
+    if lsh and epoch < pruner.first_epoch:
+        raise ConfigError(f"epoch {epoch} is before the pruner's first epoch {pruner.first_epoch} (give "
+                          f"LSHPruner(first_epoch=0) to count epochs from 0)")
+    vals = _finite_or_none(spectrum)
+    if lsh:
+        r = pruner.rung_of(epoch)
+        before = spectra(trial).get(epoch, "missing")
+        if r is not None and isinstance(decisions(trial).get(r), dict) and before != vals:
+            raise ConfigError(f"trial {trial.number} was judged at epoch {epoch} on the spectrum it reported then: "
+                              f"it cannot be replaced")
+    trial.set_user_attr(TRIAL_KEY.format(epoch), vals)
+    ref = (pruner.reference_at(trial.study) if lsh else reference_spectra(trial.study)).get(epoch)
     if vals is None:
-        value = math.inf
-    elif ref is None:
-        value = math.nan
-    else:
-        if len(ref) != len(vals):
-            raise ConfigError(f"spectrum of {len(vals)} exponents, the reference has {len(ref)}")
-        value = math.sqrt(sum((a - b) ** 2 for a, b in zip(vals, ref)))
-    directions = trial.study.directions
-    if len(directions) == 1 and directions[0] == optuna.study.StudyDirection.MAXIMIZE:
-        value = -value
-    trial.report(value, epoch)
-    return value
+        return math.inf
+    if ref is None:
+        return math.nan
+    if len(ref) != len(vals):
+        raise ConfigError(f"spectrum of {len(vals)} exponents, the reference has {len(ref)}")
+    return math.sqrt(sum((a - b) ** 2 for a, b in zip(vals, ref)))
 
 
 class LSHPruner(BasePruner):
-    """LSH's elimination as an Optuna pruner (see the module docstring for the exact rule).
+    """LSH's elimination as an Optuna pruner (the rule: docs/library.md, section 3).
 
-    e0, ei: the first rung epoch and the spacing; distance: "pca2" (default) or "raw" (or any
-    spectrum distance lshx.search.schedule.distances knows); reference: the dense model's spectra
-    {epoch: spectrum}, with every rung epoch E the trials reach (pca2: every epoch 1..E;
-    checked at construction when n_rungs is given, else when a trial reaches the rung:
-    ConfigError), or None to read them from the study (report_reference); n_rungs: the
-    number of elimination rounds (None: every e0 + r ei).
+    e0, ei: the first rung epoch and the spacing; distance: "pca2" (default), "raw" or
+    "pca2-pair"; max_epochs: the epochs every trial trains, whose last is never a rung (a
+    trial that finished training is not pruned); n_rungs: at most this many rungs. One of the
+    two is required. reference: the dense model's spectra {epoch: spectrum}, checked here to
+    hold every epoch the rungs need (pca2: every epoch from first_epoch to the rung), and
+    stored in the study at its first decision so that a resumed study (LSHPruner() with no
+    reference) prunes as before; None: the study's (stored before, or by report_reference
+    from a dense model training alongside). first_epoch: how the caller numbers the epoch of
+    the first spectrum (1, or 0 for range(epochs)). on_missing_reference: with no reference
+    at all nothing is pruned: "warn" (once) or "raise" (ConfigError at the first decision).
     """
 
     def __init__(self, e0: int = 1, ei: int = 1, distance: str = "pca2",
-                 reference: Optional[Mapping[int, Sequence[float]]] = None, n_rungs: Optional[int] = None) -> None:
+                 reference: Optional[Mapping[int, Sequence[float]]] = None, n_rungs: Optional[int] = None,
+                 max_epochs: Optional[int] = None, first_epoch: int = 1, on_missing_reference: str = "warn") -> None:
         from lshx.search.schedule import DISTANCES
 
-        if e0 < 1 or ei < 1:
-            raise ConfigError(f"e0 and ei must be >= 1, got {e0}, {ei}")
+        if first_epoch not in (0, 1):
+            raise ConfigError(f"first_epoch must be 0 or 1, got {first_epoch!r}")
+        if e0 < first_epoch or ei < 1:
+            raise ConfigError(f"e0 must be >= first_epoch ({first_epoch}) and ei >= 1, got {e0}, {ei}")
         if distance == "loss" or distance not in DISTANCES:
             allowed = [d for d in DISTANCES if d != "loss"]
             raise ConfigError(f"unknown distance {distance!r}; allowed: {', '.join(allowed)} (for a loss-based "
                               "rule use optuna.pruners.SuccessiveHalvingPruner)")
         if n_rungs is not None and n_rungs < 1:
             raise ConfigError(f"n_rungs must be >= 1 or None, got {n_rungs}")
+        if max_epochs is not None and max_epochs < 1:
+            raise ConfigError(f"max_epochs must be >= 1 or None, got {max_epochs}")
+        if n_rungs is None and max_epochs is None:
+            raise ConfigError("give max_epochs (the epochs every trial trains: its last epoch is never a rung, so "
+                              "a trial that finished training is not pruned) or n_rungs")
+        if on_missing_reference not in ("warn", "raise"):
+            raise ConfigError(f"on_missing_reference must be 'warn' or 'raise', got {on_missing_reference!r}")
         self.e0, self.ei, self.distance, self.n_rungs = int(e0), int(ei), distance, n_rungs
+        self.max_epochs, self.first_epoch, self.on_missing = max_epochs, int(first_epoch), on_missing_reference
+        last = None if max_epochs is None else first_epoch + max_epochs - 1  # the trials' last epoch
+        self.rungs: List[int] = []
+        while (n_rungs is None or len(self.rungs) < n_rungs) and \
+                (last is None or self.e0 + len(self.rungs) * self.ei < last):
+            self.rungs.append(self.e0 + len(self.rungs) * self.ei)
+        if not self.rungs:
+            raise ConfigError(f"no rung before the last epoch ({last}): e0 = {e0} leaves nothing to prune")
         self.reference = None
         if reference is not None:
             self.reference = {}
@@ -180,37 +158,52 @@ class LSHPruner(BasePruner):
                 if vals is None:
                     raise ConfigError(f"the reference spectrum at epoch {e} is not finite")
                 self.reference[int(e)] = vals
-            if n_rungs is not None:
-                for r in range(n_rungs):
-                    self._check_reference(self.reference, self.rung_epoch(r))
+            for epoch in self.rungs:  # a gap is found now, not when a trial reaches it
+                self._check_reference(self.reference, epoch)
+        self._warned = False
+        self._stored: set = set()  # the studies this static reference was stored in
 
     # ---------------------------------------------------------------- rungs
     def rung_of(self, epoch: int) -> Optional[int]:
         """The rung index whose epoch is `epoch`, or None."""
-        if epoch < self.e0 or (epoch - self.e0) % self.ei:
-            return None
-        r = (epoch - self.e0) // self.ei
-        return r if self.n_rungs is None or r < self.n_rungs else None
+        return self.rungs.index(epoch) if epoch in self.rungs else None
 
     def rung_epoch(self, r: int) -> int:
-        return self.e0 + r * self.ei
+        return self.rungs[r]
 
     def reference_at(self, study: "optuna.Study") -> Dict[int, List[float]]:
         return self.reference if self.reference is not None else reference_spectra(study)
 
     def _check_reference(self, ref: Mapping[int, List[float]], epoch: int) -> bool:
         """Whether `ref` has what a decision at `epoch` needs: the spectrum at `epoch` (raw),
-        every epoch 1..epoch (pca2, pca2-pair: the PCA is fitted on the trajectories). A
-        static reference without it is a ConfigError (the rung could never be judged); a
-        study's reference (report_reference) may still get it: False, the decision waits."""
-        need = [epoch] if self.distance == "raw" else list(range(1, epoch + 1))
+        every epoch from first_epoch to `epoch` (pca2, pca2-pair: the PCA is fitted on the
+        trajectories). A static reference without it is a ConfigError (the rung could never be
+        judged); a study's reference (report_reference) may still get it: False, it waits."""
+        need = [epoch] if self.distance == "raw" else list(range(self.first_epoch, epoch + 1))
         missing = [e for e in need if e not in ref]
         if missing and self.reference is not None:
-            why = "" if self.distance == "raw" else f" ({self.distance} fits its PCA on epochs 1..{epoch})"
+            why = "" if self.distance == "raw" else f" ({self.distance} fits its PCA on epochs " \
+                                                    f"{self.first_epoch}..{epoch})"
             raise ConfigError(f"the reference has no spectrum at epoch {', '.join(map(str, missing))}, needed "
                               f"by the rung at epoch {epoch}{why}: give the dense model's spectrum after every "
                               "epoch up to the last rung")
         return not missing
+
+    def _store_reference(self, study: "optuna.Study") -> None:
+        """A static reference goes into the study once, so that the study prunes the same when
+        resumed without it; a study that holds another one is refused."""
+        key = getattr(study, "_study_id", id(study))
+        if self.reference is None or key in self._stored:
+            return
+        stored = reference_spectra(study)
+        if not stored:
+            for e, vals in sorted(self.reference.items()):
+                study.set_user_attr(REFERENCE_KEY.format(e), vals)
+        elif set(stored) != set(self.reference) or any(
+                not np.allclose(stored[e], self.reference[e], rtol=0, atol=1e-12) for e in stored):
+            raise ConfigError("this study holds another reference (stored by an earlier LSHPruner or "
+                              "report_reference): give the same one, or none to use the study's")
+        self._stored.add(key)
 
     # ---------------------------------------------------------------- distances
     def distances(self, study: "optuna.Study", epoch: int, trials=None) -> Dict[int, float]:
@@ -236,6 +229,16 @@ class LSHPruner(BasePruner):
     def prune(self, study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> bool:
         sp = spectra(trial)
         if not sp:
+            return False
+        self._store_reference(study)
+        if not self.reference_at(study):
+            msg = ("LSHPruner has no reference spectra (neither reference= nor report_reference in this study): "
+                   "it prunes nothing until the dense model's spectra are given")
+            if self.on_missing == "raise":
+                raise ConfigError(msg)
+            if not self._warned:
+                warnings.warn(msg, UserWarning, stacklevel=2)
+                self._warned = True
             return False
         rungs = decisions(trial)
         if any(isinstance(v, dict) and not v["kept"] for v in rungs.values()):

@@ -19,6 +19,8 @@ step and topology update.
 from __future__ import annotations
 
 import fnmatch
+import warnings
+import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -119,20 +121,61 @@ class ModuleMasks:
         return {n: int((params[n].detach() != 0).sum()) for n in self.masks}
 
 
+# the modules sparsify() has masked (a second engine on the same weights would mask them twice)
+_SPARSIFIED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+def _check_patterns(module: nn.Module, spec: NameFilter, what: str) -> None:
+    """Every glob pattern of include/exclude names at least one parameter (a typo would
+    otherwise be ignored silently)."""
+    if spec is None or callable(spec):
+        return
+    names = [n for n, _ in module.named_parameters()]
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise ConfigError(f"{what} pattern{'s' if len(unmatched) > 1 else ''} {', '.join(map(repr, unmatched))} "
+                          f"match{'' if len(unmatched) > 1 else 'es'} no parameter; parameters: {', '.join(names)}")
+
+
 def sparsify(module: nn.Module, cfg: Optional[DSTConfig] = None, *, include: NameFilter = None,
-             exclude: NameFilter = None, include_frozen: bool = False, total_steps: int = 1, seed: int = 0,
-             **dst) -> Masking:
+             exclude: NameFilter = None, include_frozen: bool = False, total_steps: Optional[int] = None,
+             seed: int = 0, mask_init: Optional[str] = None, **dst) -> Masking:
     """Masks `module` in place and returns the DST engine driving it.
 
     cfg: a DSTConfig, or its fields as keyword arguments (density, init, death, growth,
     redistribution, death_rate, update_every, ...). total_steps: the optimizer steps the
-    training plans (epochs x batches); the death rate follows a cosine over them.
+    training plans (epochs x batches); the death rate follows a cosine over them (None: it
+    stays cfg.death_rate). mask_init: which weights the initial mask keeps in each tensor,
+    "random" (a freshly initialized module) or "magnitude" (trained weights: the largest are
+    kept); left out, it is random and a warning says how many nonzero weights it zeroed.
     include_frozen: also mask parameters with requires_grad=False (skipped by default).
     The engine's model is the ModuleMasks adapter (masking.model.module is `module`).
+    Refused (ConfigError): a module sparsified before, an include/exclude pattern that matches
+    no parameter, a filter that selects nothing, a bad DST field.
     """
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"expected an nn.Module, got {type(module).__name__}")
+    if module in _SPARSIFIED:
+        raise ConfigError("this module was sparsified already: a second engine would mask its weights again "
+                          "(density x density); keep the first engine, or build a fresh module")
     if cfg is None:
         cfg = DSTConfig.from_dict(dst)
     elif dst:
         raise ConfigError("give a DSTConfig or its fields as keyword arguments, not both")
-    return Masking(ModuleMasks(module, include, exclude, include_frozen=include_frozen), cfg, total_steps,
-                   seed=seed)
+    elif not isinstance(cfg, DSTConfig):
+        raise ConfigError(f"cfg must be a DSTConfig, got {type(cfg).__name__}")
+    _check_patterns(module, include, "include")
+    _check_patterns(module, exclude, "exclude")
+    adapter = ModuleMasks(module, include, exclude, include_frozen=include_frozen)
+    params = dict(module.named_parameters())
+    before = sum(int((params[n].detach() != 0).sum()) for n in adapter.names)
+    masking = Masking(adapter, cfg, total_steps, seed=seed, mask_init=mask_init or "random", require_steps=True)
+    _SPARSIFIED.add(module)
+    zeroed = before - sum(adapter.nonzeros().values())
+    if mask_init is None and zeroed > 0:
+        warnings.warn(f"sparsify zeroed {zeroed} nonzero weights at random positions (density {cfg.density}). "
+                      f"If the module holds trained weights, pass mask_init='magnitude' to keep the largest of "
+                      f"each tensor; pass mask_init='random' to say a fresh module is meant (and silence this).",
+                      UserWarning, stacklevel=2)
+    return masking

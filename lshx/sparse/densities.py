@@ -60,6 +60,15 @@ def random_mask(shape: Sequence[int], count: int, generator: torch.Generator) ->
     return mask.view(*shape)
 
 
+def largest_mask(weight: torch.Tensor, count: int) -> torch.Tensor:
+    """A bool mask keeping the `count` largest |weight| (ties to the lower flat index)."""
+    flat = weight.detach().abs().reshape(-1).cpu()
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    if count > 0:
+        mask[torch.argsort(-flat, stable=True)[:count]] = True
+    return mask.view(*weight.shape)
+
+
 def allocate(total: int, scores: Dict[str, float], caps: Dict[str, int]) -> Dict[str, int]:
     """Splits `total` integer units proportionally to `scores`, none above its cap (water-filling)."""
     if total > sum(caps.values()):

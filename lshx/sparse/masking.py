@@ -7,24 +7,40 @@ from typing import Dict, Optional
 
 import torch
 
+from lshx.errors import ConfigError
 from lshx.models.base import MaskedLM
 from lshx.ops import mask_as
 from lshx.sparse import death as D
 from lshx.sparse.config import DSTConfig
-from lshx.sparse.densities import allocate, layer_counts, random_mask
+from lshx.sparse.densities import allocate, largest_mask, layer_counts, random_mask
 from lshx.sparse.growth import GROWTH, GrowthContext
 
 THRESHOLD_TOLERANCE = 0.02  # threshold death: adapt until the removals are within 2% of rate * nnz
 
 
+MASK_INITS = ("random", "magnitude")
+
+
 class Masking:
     """total_steps: the optimizer steps the training plans (epochs x batches per epoch); the
     death rate follows a cosine over them, read at the step of each update (Selfish-RNN steps
-    its cosine once per batch, so the update after epoch e of E uses cos(pi e / E))."""
+    its cosine once per batch, so the update after epoch e of E uses cos(pi e / E)); None: the
+    death rate stays cfg.death_rate. mask_init: within each tensor, the initial mask keeps
+    random positions (a fresh model) or the largest magnitudes (trained weights).
+    require_steps: update_topology() before any step() is an error (the library's sparsify;
+    lshx's own trainer and tests drive the engine directly)."""
 
-    def __init__(self, model: MaskedLM, cfg: DSTConfig, total_steps: int, seed: int = 0) -> None:
+    def __init__(self, model: MaskedLM, cfg: DSTConfig, total_steps: Optional[int], seed: int = 0,
+                 mask_init: str = "random", require_steps: bool = False) -> None:
+        if mask_init not in MASK_INITS:
+            raise ConfigError(f"unknown mask_init {mask_init!r}; allowed: {', '.join(MASK_INITS)}")
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                        or total_steps < 1):
+            raise ConfigError(f"total_steps must be an integer >= 1 (epochs x batches), or None for a constant "
+                              f"death rate; got {total_steps!r}")
         self.model, self.cfg = model, cfg
-        self.total_steps = max(1, int(total_steps))
+        self.total_steps = total_steps
+        self.require_steps = require_steps
         self.updates_done = 0
         self.steps = 0
         self.seed = seed
@@ -35,7 +51,11 @@ class Masking:
         self.names = model.maskable_names()
         gen = torch.Generator().manual_seed(seed)
         counts = layer_counts({n: tuple(self.params[n].shape) for n in self.names}, cfg.density, cfg.init)
-        model.set_masks({n: random_mask(self.params[n].shape, counts[n], gen) for n in self.names})
+        if mask_init == "magnitude":
+            masks = {n: largest_mask(self.params[n].detach(), counts[n]) for n in self.names}
+        else:
+            masks = {n: random_mask(self.params[n].shape, counts[n], gen) for n in self.names}
+        model.set_masks(masks)
         model.apply_masks_()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -51,8 +71,11 @@ class Masking:
 
     def death_rate(self) -> float:
         """Cosine decay from death_rate to death_rate_final over the planned optimizer steps,
-        at the steps done so far (after epoch e of E with one update per epoch: cos(pi e / E))."""
+        at the steps done so far (after epoch e of E with one update per epoch: cos(pi e / E));
+        the constant death_rate when no total was planned."""
         c = self.cfg
+        if self.total_steps is None:
+            return c.death_rate
         frac = min(self.steps / self.total_steps, 1.0)
         return c.death_rate_final + 0.5 * (c.death_rate - c.death_rate_final) * (1 + math.cos(math.pi * frac))
 
@@ -62,7 +85,8 @@ class Masking:
 
     def load_state_dict(self, state: dict, masks: Dict[str, torch.Tensor]) -> None:
         self.updates_done, self.steps = int(state["updates_done"]), int(state["steps"])
-        self.total_steps = int(state.get("total_steps", self.total_steps))
+        total = state.get("total_steps", self.total_steps)
+        self.total_steps = None if total is None else int(total)
         self.seed = int(state["seed"])
         self.threshold = float(state.get("threshold", self.cfg.threshold))
         self.model.set_masks(masks)
@@ -88,13 +112,42 @@ class Masking:
                 if g is not None:
                     g.mul_(mask_as(m, g.dtype))
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer, closure=None, scaler=None) -> bool:
         """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
         the step count triggered a topology update (update_every > 0). The active weights get
         the step Selfish-RNN's gives them (it steps every weight, then re-masks); masking the
-        gradients first keeps weight decay and every optimizer buffer exactly zero outside."""
+        gradients first keeps weight decay and every optimizer buffer exactly zero outside.
+
+        closure: an optimizer that re-evaluates the loss (LBFGS) gets it with the gradients
+        masked after every evaluation. scaler: a torch.amp.GradScaler, whose step() unscales
+        the gradients (and skips a step with inf/NaN) instead of optimizer.step(); call
+        scaler.update() after, as usual. Same as before_step(); the step; after_step()."""
+        if closure is not None and scaler is not None:
+            raise ConfigError("give a closure or a GradScaler, not both (GradScaler does not step closures)")
+        self.before_step()
+        if scaler is not None:
+            scaler.step(optimizer)
+        elif closure is not None:
+            def masked_closure():
+                with torch.enable_grad():
+                    loss = closure()
+                self.mask_grads()
+                return loss
+
+            optimizer.step(masked_closure)
+        else:
+            optimizer.step()
+        return self.after_step(optimizer)
+
+    def before_step(self) -> None:
+        """What step() does before the optimizer steps: masks the gradients. For a training
+        loop that steps the optimizer itself (e.g. through accelerate or Lightning)."""
         self.mask_grads()
-        optimizer.step()
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """What step() does after the optimizer stepped: re-masks the weights and every
+        per-element optimizer buffer, counts the step and updates the topology when
+        update_every says so (returns True then)."""
         self.model.apply_masks_()
         if optimizer.state:  # averages, step counts, momenta: nothing lives outside the mask
             with torch.no_grad():
@@ -112,6 +165,10 @@ class Masking:
     def update_topology(self, optimizer: Optional[torch.optim.Optimizer] = None) -> dict:
         """One prune-and-regrow; the total number of nonzeros is unchanged (per tensor too when
         redistribution is 'none' and death is per tensor and not 'threshold')."""
+        if self.require_steps and self.steps == 0:
+            raise ConfigError("update_topology() before any step: call masking.step(optimizer) after every "
+                              "backward pass, and update the topology after an epoch of them (magnitude death "
+                              "and gradient growth read the trained weights)")
         self.sync()
         cfg, rate = self.cfg, self.death_rate()
         old = {n: m.clone() for n, m in self.masks.items()}
