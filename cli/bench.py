@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from lshx.cli.options import echo_json
-from lshx.lyapunov import QR_METHODS
+from lshx.lyapunov.config import QR_METHODS
 
 
 @click.group("bench")
@@ -12,32 +12,62 @@ def bench_group():
     """Kernel benchmarks (ratios against the reference measured in the same run)."""
 
 
+def _variant(ctx, param, value):
+    out = []
+    for v in value:
+        qr, _, m = v.partition("/")
+        if qr not in QR_METHODS:
+            raise click.BadParameter(f"unknown qr {qr!r} in {v!r}; allowed: {', '.join(QR_METHODS)}")
+        if m != "auto":
+            try:
+                m = int(m or 1)
+            except ValueError:
+                raise click.BadParameter(f"expected QR/M (M an integer or auto), got {v!r}") from None
+            if m < 1:
+                raise click.BadParameter(f"M must be >= 1 in {v!r}")
+        out.append((qr, m))
+    return out
+
+
 @bench_group.command("ls-step")
 @click.option("--hidden", type=int, default=256, show_default=True)
 @click.option("--layers", type=int, default=2, show_default=True)
 @click.option("--k", "k", type=int, default=None, help="Exponents [default: N = layers * hidden].")
 @click.option("--samples", type=int, default=2, show_default=True)
+@click.option("--steps", type=int, default=10, show_default=True, help="Counted steps per timed run.")
 @click.option("--density", type=float, default=0.33, show_default=True)
-@click.option("--no-reference", is_flag=True, help="Skip the autograd reference (slow at large sizes).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A trained LSTM checkpoint instead of a random model (its H and L; a trained spread).")
+@click.option("--variant", "variants", multiple=True, callback=_variant, metavar="QR/M",
+              default=("householder/1", "householder/auto", "cholqr2/1"), show_default=True,
+              help="lshx's QR and re-orthonormalization interval (M an integer or auto), repeatable.")
+@click.option("--no-authors", is_flag=True, help="Skip the authors' algorithm (8 s a step at H = 1500).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved rounds.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--qr", type=click.Choice(QR_METHODS), default="householder",
-              show_default=True, help="The re-orthonormalization timed (see lshx ls-compute --qr).")
 @click.option("--json", "as_json", is_flag=True)
-def ls_step_cmd(hidden, layers, k, samples, density, no_reference, device, qr, as_json):
-    """One Lyapunov step (J.B + QR) per sample: fast against the autograd reference and the floor
-    (the same GEMMs and QR timed alone)."""
-    import torch
-
+def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants, no_authors, repeats, device,
+                as_json):
+    """ms per sample-step of the spectrum's counted steps for each lshx variant, against the
+    authors' algorithm and the floor in the same run (cases interleaved; medians with their
+    quartiles), after checking each variant against the float64 per-step reference."""
     from lshx.studies.bench import format_table, ls_step_case
 
-    case = ls_step_case(hidden, layers, k, samples, density, reference=not no_reference, device=device, qr=qr)
-    case["threads"] = torch.get_num_threads()
+    res = ls_step_case(hidden, layers, k, samples, density, device=device, variants=variants, steps=steps,
+                       checkpoint=checkpoint, authors=not no_authors, repeats=repeats)
     if as_json:
-        echo_json({"cases": [case]})
-    else:
-        click.echo(format_table([case], ["name", "ref_ms", "lshx_ms", "ratio", "ref_jb_ms", "lshx_jb_ms",
-                                         "jb_ratio", "floor_ms", "vs_floor", "lshx_gflops", "sgemm_gflops",
-                                         "geqrf_gflops", "threads"]))
+        echo_json(res)
+        return
+    click.echo(f"{res['name']}, {res['threads']} threads; ms per sample-step, median [quartiles] of "
+               f"{repeats} interleaved rounds")
+    if "authors" in res:
+        a = res["authors"]
+        click.echo(f"authors' algorithm: {a['median_ms']:.3g} [{a['q1_ms']:.3g}, {a['q3_ms']:.3g}]")
+    click.echo(f"floor (lshx's GEMMs + one Householder QR alone): {res['floor_ms']:.3g} (sgemm "
+               f"{res['sgemm_gflops']:.0f}, geqrf {res['geqrf_gflops']:.0f} GFLOP/s)")
+    rows = [{**c, "ms": f"{c['median_ms']:.3g} [{c['q1_ms']:.3g}, {c['q3_ms']:.3g}]",
+             "vs authors": (f"{c['vs_authors']:.2f} [{c['vs_authors_lo']:.2f}, {c['vs_authors_hi']:.2f}]"
+                            if "vs_authors" in c else None)} for c in res["cases"]]
+    click.echo(format_table(rows, ["case", "ms", "vs authors", "vs_floor", "qrs", "top_half_err", "max_err"]))
 
 
 @bench_group.command("matmul")

@@ -4,7 +4,20 @@ from __future__ import annotations
 import click
 
 from lshx.cli.options import echo_json
-from lshx.lyapunov import IMPLS, PROPAGATE, QR_METHODS, STATES, WARMUP_MODES
+from lshx.lyapunov.config import AUTO, IMPLS, PROPAGATE, QR_METHODS, STATES, WARMUP_MODES
+
+
+class Reorth(click.ParamType):
+    """--reorth-every: an integer m >= 1 or "auto"."""
+    name = "m|auto"
+
+    def convert(self, value, param, ctx):
+        if value == AUTO or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"expected an integer >= 1 or 'auto', got {value!r}", param, ctx)
 
 
 @click.command("ls-compute")
@@ -23,7 +36,9 @@ from lshx.lyapunov import IMPLS, PROPAGATE, QR_METHODS, STATES, WARMUP_MODES
 @click.option("--k", "k", type=int, default=None, help="Number of exponents [default: all].")
 @click.option("--seed", type=int, default=None, help="Draw windows at random with this seed [default: the first].")
 @click.option("--impl", type=click.Choice(IMPLS), default="fast", show_default=True)
-@click.option("--reorth-every", type=int, default=1, show_default=True, help="QR every m steps.")
+@click.option("--reorth-every", type=Reorth(), default=1, show_default=True,
+              help="QR every m counted steps, or 'auto': m from the spread of the last QR's exponents and the "
+                   "dtype (docs/lyapunov.md gives the accuracy of each).")
 @click.option("--qr", type=click.Choice(QR_METHODS), default="householder",
               show_default=True, help="cholqr2: CholeskyQR2, faster for k << N (Householder when "
               "ill-conditioned); batched: lshx's batched Householder kernel (for CUDA).")
@@ -35,7 +50,7 @@ def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state
     Example: lshx ls-compute runs/x/best.pt --samples 2 --steps 35 --json
     """
     from lshx.data import Vocab, load_split
-    from lshx.lyapunov import LSConfig, lyapunov_spectrum, sample_windows
+    from lshx.lyapunov import LSConfig, model_spectrum, sample_windows
     from lshx.train import load_model
 
     cfg = LSConfig(samples=samples, steps=steps, warmup=warmup, warmup_mode=warmup_mode, state=state, k=k,
@@ -44,7 +59,7 @@ def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state
         model, ckpt = load_model(path)
         ids, _ = load_split(data, "valid", Vocab(list(ckpt["vocab"])))
         tokens = sample_windows(ids, samples, warmup + steps, seed)
-        res = lyapunov_spectrum(model, tokens, cfg)
+        res = model_spectrum(model, tokens, cfg)
         if as_json:
             echo_json({"checkpoint": path, "spectrum": res.spectrum, "max": res.max, "mean": res.mean,
                        "var": res.var, "samples": samples, "steps": steps, "warmup": warmup, "state": state,

@@ -2,12 +2,12 @@
 
 Library entry points (imported on first use, so `import lshx` stays cheap):
 lshx.lyapunov_spectrum(rnn, inputs, ...) and lshx.lyapunov_spectrum_fn(step, h0, inputs, ...)
-(lshx.spectrum), DST on any nn.Module (lshx.sparse.any_model), and the Optuna pruner
+(lshx.lyapunov), DST on any nn.Module (lshx.sparse.any_model), and the Optuna pruner
 (lshx.integrations.optuna).
 """
 __version__ = "0.1.0"
 
-_LAZY = {"lyapunov_spectrum": "lshx.spectrum", "lyapunov_spectrum_fn": "lshx.spectrum"}
+_LAZY = {"lyapunov_spectrum": "lshx.lyapunov", "lyapunov_spectrum_fn": "lshx.lyapunov"}
 
 
 def __getattr__(name: str):

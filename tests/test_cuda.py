@@ -42,7 +42,7 @@ def test_csr_linear_cuda_matches_cpu():
 
 
 def test_lyapunov_spectrum_cuda_matches_cpu():
-    from lshx.lyapunov import LSConfig, lyapunov_spectrum
+    from lshx.lyapunov import LSConfig, model_spectrum as lyapunov_spectrum
     from lshx.models import LSTMLM
 
     torch.manual_seed(0)

@@ -117,9 +117,9 @@ def test_smoke_search_and_json(tiny_data, tmp_path):
 
 
 def test_diverging_candidate_is_marked_failed(tiny_data, tmp_path, monkeypatch):
-    import lshx.lyapunov as L
+    import lshx.lyapunov.models as L
 
-    real = L.lyapunov_spectrum
+    real = L.model_spectrum
     calls = {"n": 0}
 
     def sometimes_nan(model, tokens, cfg):
@@ -129,7 +129,7 @@ def test_diverging_candidate_is_marked_failed(tiny_data, tmp_path, monkeypatch):
             res.spectrum = [math.nan] * len(res.spectrum)
         return res
 
-    monkeypatch.setattr(L, "lyapunov_spectrum", sometimes_nan)
+    monkeypatch.setattr(L, "model_spectrum", sometimes_nan)
     cfg = SearchConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=4)
     res = run_search(cfg, tmp_path / "n.sqlite", SerialExecutor(threads=1), quiet=True)
     d = res["rounds"][0]["distances"]

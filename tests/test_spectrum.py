@@ -10,7 +10,7 @@ from torch import nn
 
 import lshx
 from lshx.errors import ConfigError
-from lshx.spectrum import lyapunov_spectrum, lyapunov_spectrum_fn, state_size
+from lshx.lyapunov import lyapunov_spectrum, lyapunov_spectrum_fn, state_size
 
 D64 = torch.float64
 
@@ -412,3 +412,39 @@ def test_step_function_dtype_and_shape_errors():
     # float32 everywhere (inputs of another dtype are the step's business): fine
     lam = lyapunov_spectrum_fn(lambda h, x: torch.tanh(W.float() @ h + x.float().sum()), torch.zeros(3), x)
     assert lam.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- layouts and errors (issue 25)
+def _tanh_step(N=4, D=3, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    W, U = (torch.randn(N, N, generator=g) / 2).to(dtype), torch.randn(N, D, generator=g).to(dtype)
+    return lambda h, x: torch.tanh(W @ h + U @ x)
+
+
+def test_step_function_layout_is_explicit_and_named_in_errors():
+    step = _tanh_step()
+    x = torch.randn(40, 2, 3)  # meant as (T, K, D)
+    with pytest.raises(ConfigError, match=r"read as K = 40 sequences of T = 2 steps \(batch_first=True; pass "
+                                          r"batch_first=False"):
+        lyapunov_spectrum_fn(step, torch.zeros(4), x, warmup=10)
+    a = lyapunov_spectrum_fn(step, torch.zeros(4), x, warmup=10, batch_first=False)
+    b = lyapunov_spectrum_fn(step, torch.zeros(4), x.transpose(0, 1), warmup=10)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_dtype_mismatch_is_a_config_error_with_a_hint():
+    step = _tanh_step(dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"h0.double\(\)"):
+        lyapunov_spectrum_fn(step, torch.zeros(4), torch.randn(2, 12, 3, dtype=torch.float64), warmup=2)
+    assert lyapunov_spectrum_fn(step, torch.zeros(4, dtype=torch.float64),
+                                torch.randn(2, 12, 3, dtype=torch.float64), warmup=2).dtype == torch.float64
+
+
+def test_a_fused_cell_as_step_says_what_to_do():
+    cell = torch.nn.LSTMCell(3, 4)
+
+    def step(h, x, c):
+        return cell(x, (h, c))
+
+    with pytest.raises(ConfigError, match="fused cells.*torch ops"):
+        lyapunov_spectrum_fn(step, torch.zeros(4), torch.randn(2, 12, 3), aux0=torch.zeros(4), warmup=2)

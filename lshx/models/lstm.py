@@ -103,20 +103,34 @@ class StackedLSTM(nn.Module):
             cs.append(c)
         return inp, (torch.stack(hs), torch.stack(cs))
 
-    def step(self, x_t: torch.Tensor, state: State, masks: dict):
-        """One timestep without dropout; also returns, per layer, (gates, c_prev, c) for Jacobians."""
+    def step_weights(self, masks: dict):
+        """Per layer the masked (w_ih, w_hh) and the summed bias b_ih + b_hh, detached: what
+        step_with takes, computed once for many steps (the Lyapunov loop)."""
+        W, b = [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+            W.append((ops.masked_weight(w_ih.detach(), masks.get(f"weight_ih_l{k}")),
+                      ops.masked_weight(w_hh.detach(), masks.get(f"weight_hh_l{k}"))))
+            b.append((b_ih + b_hh).detach())
+        return W, b
+
+    def step_with(self, x_t: torch.Tensor, state: State, W, b):
+        """One timestep on given weights (step_weights), without dropout; also returns, per
+        layer, (gates, c_prev, c) for Jacobians."""
         h0, c0 = state
         inp, hs, cs, info = x_t, [], [], []
         for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
-            pre = ops.linear(inp, w_ih, masks.get(f"weight_ih_l{k}"), b_ih) + \
-                ops.linear(h0[k], w_hh, masks.get(f"weight_hh_l{k}"), b_hh)
-            gates, c, h = self.cell(pre, c0[k])
+            w_ih, w_hh = W[k]
+            gates, c, h = self.cell(torch.addmm(b[k], inp, w_ih.t()) + h0[k] @ w_hh.t(), c0[k])
             info.append((gates, c0[k], c))
             hs.append(h)
             cs.append(c)
             inp = h
         return (torch.stack(hs), torch.stack(cs)), info
+
+    def step(self, x_t: torch.Tensor, state: State, masks: dict):
+        """One timestep without dropout; also returns, per layer, (gates, c_prev, c) for Jacobians."""
+        return self.step_with(x_t, state, *self.step_weights(masks))
 
 
 class LSTMLM(MaskedLM):

@@ -61,7 +61,7 @@ def test_perplexity(job: dict) -> float:
 def _advance(job: dict) -> dict:
     from lshx.checkpoint import load_checkpoint
     from lshx.data import load_split
-    from lshx.lyapunov import LSConfig, lyapunov_spectrum, sample_windows
+    from lshx.lyapunov import LSConfig, model_spectrum, sample_windows
     from lshx.train import TrainConfig, Trainer
 
     cfg = TrainConfig.from_dict(job["train"])
@@ -85,11 +85,11 @@ def _advance(job: dict) -> dict:
 
         def measure(tr, spec=spec):
             if tokens is not None:
-                res = lyapunov_spectrum(tr.model, tokens, ls)
+                res = model_spectrum(tr.model, tokens, ls)
                 spec["spectrum"] = res.spectrum
                 for label, over in (job.get("ls_extra") or {}).items():
                     spec.setdefault("extra", {})[label] = \
-                        lyapunov_spectrum(tr.model, tokens, LSConfig(**{**asdict(ls), **over})).spectrum
+                        model_spectrum(tr.model, tokens, LSConfig(**{**asdict(ls), **over})).spectrum
 
         t0 = time.perf_counter()
         r = trainer.run_epoch(best_path=best, after_validation=measure)

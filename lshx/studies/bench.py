@@ -2,17 +2,55 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils import benchmark
 
 from lshx import ops
-from lshx.lyapunov import LSConfig, _FastLSTM, _Reference, qr_function
+from lshx.errors import ConfigError
 from lshx.models import LSTMLM
 
 
+def _calibrate(fn: Callable[[], object], target_s: float) -> int:
+    """How many calls make one timed sample of about target_s (after a warm-up call)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-6)
+    return max(1, int(target_s / once))
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 7, target_s: float = 0.05,
+                sync: Callable[[], object] = lambda: None) -> Dict[str, dict]:
+    """Times every case round-robin (A B C A B C ...: a load spike on a shared machine lands on
+    one round, not on one case), `repeats` rounds of samples of about target_s each; per case
+    ms per call: the median, the quartiles and the extremes over the rounds."""
+    inner = {name: _calibrate(fn, target_s) for name, fn in fns.items()}
+    sync()
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            sync()
+            samples[name].append(1000 * (time.perf_counter() - t0) / inner[name])
+    out = {}
+    for name, xs in samples.items():
+        q = torch.tensor(xs, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        out[name] = {"median_ms": float(q[1]), "q1_ms": float(q[0]), "q3_ms": float(q[2]), "min_ms": min(xs),
+                     "max_ms": max(xs), "rounds": len(xs), "calls_per_round": inner[name]}
+    return out
+
+
+def ratio_spread(ref: dict, new: dict) -> Tuple[float, float, float]:
+    """ref / new from the medians, with the range the quartiles allow (ref q1 / new q3 .. ref q3 / new q1)."""
+    return ref["median_ms"] / new["median_ms"], ref["q1_ms"] / new["q3_ms"], ref["q3_ms"] / new["q1_ms"]
+
+
 def _time_ms(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
+    """One case alone (the floor's GEMMs and QR): the median of torch.utils.benchmark's runs."""
     fn()  # warm up
     t0 = time.perf_counter()
     fn()
@@ -25,93 +63,117 @@ def _time_ms(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
     return 1000 * m.median
 
 
-def ls_step_case(hidden: int, layers: int, k: int | None = None, samples: int = 2, density: float = 0.33,
-                 reference: bool = True, seed: int = 0, device: str = "cpu", qr: str = "householder") -> dict:
-    """ms per sample-step of the fast Lyapunov step against the autograd reference and the floor."""
+def _ls_model(hidden: int, layers: int, density: float, seed: int, device: str, checkpoint: Optional[str]):
+    """A trained checkpoint (its spectrum has a trained model's spread), or a random LSTM at the
+    density (the paper's size has no trained checkpoint here)."""
     from lshx.sparse.config import DSTConfig
     from lshx.sparse.masking import Masking
 
-    torch.manual_seed(seed)
-    model = LSTMLM(100, hidden, hidden, layers, dropout=0.0)
-    if density < 1:
-        Masking(model, DSTConfig(density=density), 1, seed=seed)
-    model.eval().to(device)
-    N = layers * hidden
+    if checkpoint:
+        from lshx.train import load_model
+
+        model, _ = load_model(checkpoint)
+        if not isinstance(model, LSTMLM):
+            raise ConfigError(f"{checkpoint}: bench ls-step times an LSTM checkpoint")
+    else:
+        torch.manual_seed(seed)
+        model = LSTMLM(100, hidden, hidden, layers, dropout=0.0)
+        if density < 1:
+            Masking(model, DSTConfig(density=density), 1, seed=seed)
+    return model.eval().to(device)
+
+
+def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int = 2, density: float = 0.33,
+                 seed: int = 0, device: str = "cpu", variants: Sequence[Tuple[str, object]] = (("householder", 1),),
+                 steps: int = 10, checkpoint: Optional[str] = None, authors: bool = True, repeats: int = 5) -> dict:
+    """ms per sample-step of Eq. 1's counted steps (the state's advance, J.B and the QR at its
+    interval, amortized), for each (qr, reorth_every) variant, against the authors' algorithm
+    (lshx.lyapunov.authors: dense diag_embed Jacobian blocks, J^T Q, torch.linalg.qr every step)
+    and the floor (lshx's GEMMs and one Householder QR, timed alone), all in one run, the cases
+    interleaved. Correctness first: every variant's exponents against the float64 per-step
+    Householder reference on the same windows (max |delta| over the top half and over all)."""
+    from lshx.lyapunov.authors import AuthorsLSTMStep
+    from lshx.lyapunov.config import LSConfig
+    from lshx.lyapunov.models import exponents
+
+    model = _ls_model(hidden, layers, density, seed, device, checkpoint)
+    H, L = model.hidden_size, model.num_layers
+    N = L * H
     k = k or N
-    cfg = LSConfig(samples=samples, k=k)
-    fast = _FastLSTM(model, cfg)
-    tok = torch.randint(0, 100, (samples,), device=device)
-    with torch.no_grad():
-        state = model.step(tok, model.init_state(samples))[0]  # a non-trivial state
-    B = torch.linalg.qr(torch.randn(samples, N, k, device=device))[0].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.vocab_size, (samples, steps), generator=g).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    qr_fn = qr_function(qr)
-
-    def run_fast():
+    out = {"name": f"ls-step H={H} L={L} k={k} K={samples} T={steps}" + (" (trained)" if checkpoint else ""),
+           "hidden": H, "layers": L, "k": k, "samples": samples, "steps": steps, "device": device,
+           "checkpoint": checkpoint, "threads": torch.get_num_threads()}
+    with torch.no_grad():  # the reference: float64, Householder every step
+        ref = exponents(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k))[0]
+        ref = torch.sort(ref.mean(0), descending=True).values
+        model.float()
+    half = max(1, k // 2)
+    fns, cases = {}, []
+    for qr, m in variants:
+        cfg = LSConfig(samples=samples, steps=steps, warmup=0, k=k, qr=qr, reorth_every=m)
         with torch.no_grad():
-            _, jb = fast.tangent(state, tok, B)
-            out = qr_fn(jb)
-            sync()
-            return out
+            lam, qrs = exponents(model, tokens, cfg)
+        lam = torch.sort(lam.mean(0).double(), descending=True).values
+        err = (lam - ref).abs()
+        name = f"lshx qr={qr} m={m}"
+        cases.append({"case": name, "qr": qr, "reorth_every": m, "qrs": qrs, "top_half_err": float(err[:half].max()),
+                      "max_err": float(err.max())})
 
-    out = {"name": f"ls-step H={hidden} L={layers} k={k} K={samples} qr={qr}", "hidden": hidden,
-           "layers": layers, "k": k, "samples": samples, "density": density, "device": device, "qr": qr}
-    with torch.no_grad():  # the QR in use against torch.linalg.qr on this step's J.B
-        jb = fast.tangent(state, tok, B)[1]
-        got = qr_fn(jb)[1]
-        want = torch.linalg.qr(jb)[1].diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-30).log()
-        qr_err = float((got - want).abs().max())
-        out["qr_max_abs_err"] = qr_err
-        if qr_err > 1e-2:
-            raise AssertionError(f"qr={qr}: log|diag R| differs from torch.linalg.qr by {qr_err:.2e}")
-    if reference:  # correctness before timing
-        ref = _Reference(model, cfg)
-        _, jb_ref = ref.tangent(state, tok, B)
-        _, jb_fast = fast.tangent(state, tok, B)
-        err = float((jb_ref - jb_fast).abs().max() / jb_ref.abs().max())
-        out["max_rel_err"] = err
-        if err > 1e-4:
-            raise AssertionError(f"fast J.B differs from the reference by {err:.2e}")
-
-        def run_ref():
-            _, jb = ref.tangent(state, tok, B)
-            return torch.linalg.qr(jb.detach())
-
-        def run_ref_jb():
-            return ref.tangent(state, tok, B)
-
-        out["ref_ms"] = _time_ms(run_ref) / samples
-        out["ref_jb_ms"] = _time_ms(run_ref_jb) / samples
-
-    def run_fast_jb():
+        def run(cfg=cfg):
+            with torch.no_grad():
+                exponents(model, tokens, cfg)
+        fns[name] = run
+    if authors:  # its exponents are lshx's with J^T propagation: checked before it is timed
+        step = AuthorsLSTMStep(model)
         with torch.no_grad():
-            out = fast.tangent(state, tok, B)
-            sync()
-            return out
+            state, Q = model.init_state(samples), torch.eye(N, k, device=device).expand(samples, N, k).contiguous()
+            acc = torch.zeros(samples, k, device=device, dtype=torch.float64)
+            for t in range(steps):
+                state, Q, logr = step.step(tokens[:, t], state, Q)
+                acc += logr.double()
+            theirs = torch.sort((acc / steps).mean(0), descending=True).values
+            jt = exponents(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k,
+                                                            propagate="JT"))[0]
+            model.float()
+            jt = torch.sort(jt.mean(0), descending=True).values
+        out["authors_err"] = float((theirs - jt).abs()[:half].max())
+        if out["authors_err"] > 1e-3:
+            raise AssertionError(f"the authors' algorithm differs from lshx's J^T propagation by "
+                                 f"{out['authors_err']:.2e} over the top half")
 
-    out["lshx_ms"] = _time_ms(run_fast) / samples
-    out["lshx_jb_ms"] = _time_ms(run_fast_jb) / samples
-    if reference:
-        out["ratio"] = out["ref_ms"] / out["lshx_ms"]
-        out["jb_ratio"] = out["ref_jb_ms"] / out["lshx_jb_ms"]
-    # floor: the same GEMMs and QR, measured alone in this run
-    H = hidden
+        def run_authors():
+            with torch.no_grad():
+                state = model.init_state(samples)
+                Q = torch.eye(N, k, device=device).expand(samples, N, k).contiguous()
+                for t in range(steps):
+                    state, Q, _ = step.step(tokens[:, t], state, Q)
+        fns["authors"] = run_authors
+    # the floor: lshx's GEMMs (2L - 1 blocks of H x H x k) and one Householder QR per step, alone
     blocks = torch.randn(samples, H, H, device=device)
     rhs = torch.randn(samples, H, k, device=device)
-    gemm_ms = _time_ms(lambda: (torch.bmm(blocks, rhs), sync()))
     qr_in = torch.randn(samples, N, k, device=device)
-    qr_ms = _time_ms(lambda: (torch.linalg.qr(qr_in), sync()))
-    n_gemm = 2 * layers - 1
-    gemm_flop = 2.0 * H * H * k * samples
-    qr_flop = (2.0 * N * k * k - 2.0 * k ** 3 / 3) * samples
-    out["floor_ms"] = (n_gemm * gemm_ms + qr_ms) / samples
-    out["sgemm_gflops"] = gemm_flop / gemm_ms / 1e6
-    out["geqrf_gflops"] = qr_flop / qr_ms / 1e6
-    flop = n_gemm * 2.0 * H * H * k + (2.0 * N * k * k - 2.0 * k ** 3 / 3)
-    out["gflop_per_step"] = flop / 1e9
-    out["lshx_gflops"] = flop / out["lshx_ms"] / 1e6
-    out["vs_floor"] = out["lshx_ms"] / out["floor_ms"]
+    gemm_ms = _time_ms(lambda: (torch.bmm(blocks, rhs), sync()), 0.3)
+    qr_ms = _time_ms(lambda: (torch.linalg.qr(qr_in), sync()), 0.3)
+    timed = interleaved(fns, repeats=repeats, target_s=0.2, sync=sync)
+    per = samples * steps
+    for c in cases:
+        t = timed[c["case"]]
+        c.update({k2: v / per for k2, v in t.items() if k2.endswith("_ms")})
+    out["cases"] = cases
+    out["floor_ms"] = ((2 * L - 1) * gemm_ms + qr_ms) / samples
+    out["geqrf_gflops"] = (2.0 * N * k * k - 2.0 * k ** 3 / 3) * samples / qr_ms / 1e6
+    out["sgemm_gflops"] = 2.0 * H * H * k * samples / gemm_ms / 1e6
+    if authors:
+        a = {k2: v / per for k2, v in timed["authors"].items() if k2.endswith("_ms")}
+        out["authors"] = a
+        for c in cases:
+            r, lo, hi = ratio_spread(a, c)
+            c.update({"vs_authors": r, "vs_authors_lo": lo, "vs_authors_hi": hi})
+    for c in cases:
+        c["vs_floor"] = c["median_ms"] / out["floor_ms"]
     return out
 
 

@@ -1,71 +1,39 @@
-"""The Lyapunov spectrum of any PyTorch RNN (library entry points).
+"""The Lyapunov spectrum of a torch.nn.LSTM, GRU or RNN (tanh, relu), any number of layers,
+batch_first either way: lshx.lyapunov_spectrum(rnn, inputs, ...).
 
-- `lyapunov_spectrum(rnn, inputs, ...)`: torch.nn.LSTM, GRU and RNN (tanh, relu), any
-  number of layers, batch_first either way. Analytic Jacobians: every block
-  sum_g diag(a_g) W_g comes from the gate vectors by `ops.row_combine` (no autograd), and the
-  stacked layers are walked in order (J is block lower-triangular), batched over the K
-  sequences, as lshx.lyapunov does for its own models.
-- `lyapunov_spectrum_fn(step, h0, inputs, ...)`: any step function step(h, x) -> h, its
-  Jacobian by torch.func (jacrev, vmapped over the K sequences).
-
-Both run Eq. 1: B^0 = I (N x k); per counted step B^t, R^t = qr(J^t B^{t-1});
-lambda_i = mean over steps of log|R^t_ii| (natural log; |R_ii| is floored at the dtype's
-smallest normal number, so |R_ii| = 0 counts log(tiny): -87.3 in float32, -708.4 in
-float64), then averaged over the K sequences unless per_sample. The first `warmup` steps only
-advance the state; counting starts from B = I.
+Analytic Jacobians: every block sum_g diag(a_g) W_g comes from the gate vectors by
+ops.row_combine (no autograd), the stacked layers walked in order (J is block
+lower-triangular), batched over the K sequences; the LSTM's is lshx.lyapunov.lstm_tangent,
+as for lshx's own models. The loop is lshx.lyapunov.loop.run.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from lshx import ops
 from lshx.errors import ConfigError
-from lshx.lyapunov import QR_METHODS, lstm_tangent, qr_function
-
-__all__ = ["lyapunov_spectrum", "lyapunov_spectrum_fn", "state_size"]
+from lshx.lyapunov.config import QR_METHODS
+from lshx.lyapunov.loop import run
+from lshx.lyapunov.lstm_tangent import lstm_tangent
 
 State = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
-# ----------------------------------------------------------------------------- shared loop
-def _qr(method: str, like: torch.Tensor) -> Callable:
-    if method not in QR_METHODS:
-        raise ConfigError(f"unknown qr {method!r}; allowed: {', '.join(QR_METHODS)}")
-    if like.is_cuda and like.dtype != torch.float32:  # the CUDA kernels take float32 only
-        return ops.lyapunov_step_ref
-    return qr_function(method)
-
-
-def _run(advance: Callable, tangent: Callable, state, K: int, T: int, N: int, k: Optional[int],
-         warmup: int, qr: str, like: torch.Tensor, per_sample: bool) -> torch.Tensor:
-    """Eq. 1 over steps 0..T-1 (the first `warmup` only advance): sorted exponents."""
-    if warmup < 0:
-        raise ConfigError(f"warmup must be >= 0, got {warmup}")
-    if T - warmup < 1:
-        raise ConfigError(f"{T} steps leave none to count after {warmup} warm-up steps")
-    k = N if k is None else int(k)
-    if not 1 <= k <= N:
-        raise ConfigError(f"k must be in [1, N = {N}], got {k}")
-    qrf = _qr(qr, like)
-    B = torch.eye(N, k, dtype=like.dtype, device=like.device).expand(K, N, k).contiguous()
-    acc = torch.zeros(K, k, dtype=like.dtype, device=like.device)
-    for t in range(T):
-        if t < warmup:
-            state = advance(state, t)
-            continue
-        state, JB = tangent(state, t, B)
-        B, logr = qrf(JB)
-        acc += logr
-    lam = acc / (T - warmup)
+def finish(lam: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    """(K, k) exponents -> averaged over the K sequences unless per_sample, sorted descending."""
     if not per_sample:
         lam = lam.mean(0)
     return torch.sort(lam, dim=-1, descending=True).values
 
 
-# ----------------------------------------------------------------------------- torch.nn modules
+def check_qr(qr: str) -> None:
+    if qr not in QR_METHODS:
+        raise ConfigError(f"unknown qr {qr!r}; allowed: {', '.join(QR_METHODS)}")
+
+
 def _kind(rnn: nn.Module) -> str:
     if isinstance(rnn, nn.LSTM):
         return "lstm"
@@ -203,7 +171,7 @@ def _initial_state(rnn: nn.Module, h0: Optional[State], K: int, like: torch.Tens
 
 def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[State] = None, warmup: int = 0,
                       k: Optional[int] = None, state: str = "h", per_sample: bool = False,
-                      qr: str = "householder") -> torch.Tensor:
+                      qr: str = "householder", reorth_every: Union[int, str] = 1) -> torch.Tensor:
     """Lyapunov spectrum of a torch.nn.LSTM, GRU or RNN driven by `inputs`.
 
     inputs: K independent sequences in the module's own layout ((T, K, D), or (K, T, D) with
@@ -213,7 +181,8 @@ def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[Stat
     [h_0, c_0, h_1, c_1, ...]. The first `warmup` steps only advance the state. Dropout is
     not applied (eval behaviour). Returns the k largest-first exponents, natural log per
     step, in the module's dtype: shape (k,) averaged over the K sequences, or (K, k) with
-    per_sample=True. qr: householder (LAPACK), cholqr2 or batched, as lshx.lyapunov.
+    per_sample=True. qr: householder (LAPACK), cholqr2 or batched; reorth_every: QR every m
+    steps, or "auto" (docs/lyapunov.md).
     """
     kind = _kind(rnn)
     if rnn.bidirectional:
@@ -235,85 +204,11 @@ def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[Stat
     if x.size(-1) != rnn.input_size:
         raise ConfigError(f"inputs have {x.size(-1)} features, the module takes {rnn.input_size}")
     K, T = x.shape[:2]
+    check_qr(qr)
+    N = state_size(rnn, state)
     with torch.no_grad():
         steps = _ModuleSteps(rnn, x, state)
         h, c = _initial_state(rnn, h0, K, x, unbatched)
-        return _run(steps.advance, steps.tangent, (h, c), K, T, state_size(rnn, state), k, warmup, qr, x,
-                    per_sample)
-
-
-# ----------------------------------------------------------------------------- any step function
-def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor, *,
-                         aux0: Optional[torch.Tensor] = None, warmup: int = 0, k: Optional[int] = None,
-                         per_sample: bool = False, qr: str = "householder") -> torch.Tensor:
-    """Lyapunov spectrum of any recurrence h <- step(h, x), its Jacobian by torch.func.
-
-    step maps one sequence's state h (N,) and input x (inputs[s, t], any shape) to the next
-    state (N,); it must be a torch function torch.func can transform (no in-place writes to
-    captured tensors, no .item()). inputs: (K, T, ...), K independent sequences, batch first.
-    h0: (N,) shared by all sequences, or (K, N), floating point; step must return the next
-    state in h0's dtype (checked on the first step: one ConfigError). With aux0, the
-    signature is step(h, x, aux) -> (h, aux): aux is advanced but held fixed in the Jacobian
-    (an LSTM's c with state="h"); aux0 is per sequence when its leading dimension is K, else
-    shared by all sequences (whatever h0 is; a shared aux whose leading dimension is K must
-    be expanded to (K, ...) by the caller), and step must return aux in aux0's per-sequence
-    shape. Returns what lyapunov_spectrum returns.
-    """
-    if inputs.dim() < 2:
-        raise ConfigError(f"inputs must be (K, T, ...), got {tuple(inputs.shape)}")
-    K, T = inputs.shape[:2]
-    if not torch.is_tensor(h0) or not h0.is_floating_point():
-        raise ConfigError(f"h0 must be a floating-point tensor, got {getattr(h0, 'dtype', type(h0).__name__)}")
-    h0 = h0.detach()
-    if h0.dim() == 1:
-        h0 = h0.expand(K, -1)
-    if h0.dim() != 2 or h0.size(0) != K:
-        raise ConfigError(f"h0 must be (N,) or (K, N) with K = {K}, got {tuple(h0.shape)}")
-    x = inputs.detach()
-    N = h0.size(1)
-    if aux0 is None:
-        state0 = h0.contiguous()
-
-        def f(h, xt):  # (output to differentiate, next state)
-            hn = step(h, xt)
-            return hn, hn
-    else:
-        if not torch.is_tensor(aux0):
-            raise ConfigError(f"aux0 must be a tensor, got {type(aux0).__name__}")
-        a0 = aux0.detach()
-        if a0.dim() == 0 or a0.size(0) != K:  # shared by all sequences: its own leading dimension says
-            a0 = a0.expand(K, *a0.shape)
-        state0 = (h0.contiguous(), a0.contiguous())
-
-        def f(h, xt, a):
-            hn, an = step(h, xt, a)
-            return hn, (hn, an)
-
-    fwd = torch.func.vmap(f)
-    jac = torch.func.vmap(torch.func.jacrev(f, argnums=0, has_aux=True))  # J = dh'/dh, aux held fixed
-
-    def args(s, t):
-        return (s, x[:, t]) if aux0 is None else (s[0], x[:, t], s[1])
-
-    def detach(s):
-        return s.detach() if torch.is_tensor(s) else tuple(v.detach() for v in s)
-
-    def advance(s, t):
-        return detach(fwd(*args(s, t))[1])
-
-    def tangent(s, t, B):
-        J, new = jac(*args(s, t))
-        return detach(new), torch.bmm(J.detach(), B)
-
-    # one step forward first: a wrong shape or dtype gives one clear error, not a bmm's
-    probe = advance(state0, 0)
-    hn = probe if aux0 is None else probe[0]
-    if tuple(hn.shape) != (K, N):
-        raise ConfigError(f"step must return the next state of shape (N,) = ({N},), got {tuple(hn.shape[1:])}")
-    if hn.dtype != h0.dtype:
-        raise ConfigError(f"step returns {hn.dtype} for a {h0.dtype} state h0: pass h0 in the dtype step "
-                          f"computes in (h0.to({hn.dtype}))")
-    if aux0 is not None and (not torch.is_tensor(probe[1]) or probe[1].shape != state0[1].shape):
-        got = tuple(probe[1].shape[1:]) if torch.is_tensor(probe[1]) else type(probe[1]).__name__
-        raise ConfigError(f"step must return aux of aux0's per-sequence shape {tuple(state0[1].shape[1:])}, got {got}")
-    return _run(advance, tangent, state0, K, T, N, k, warmup, qr, h0, per_sample)
+        lam, _ = run(steps.advance, steps.tangent, (h, c), K, T, N, N if k is None else int(k), x, warmup=warmup,
+                     qr=qr, reorth_every=reorth_every)
+    return finish(lam, per_sample)
