@@ -50,7 +50,7 @@ def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants
     """ms per sample-step of the spectrum's counted steps for each lshx variant, against the
     authors' algorithm and the floor in the same run (cases interleaved; medians with their
     quartiles), after checking each variant against the float64 per-step reference."""
-    from lshx.studies.bench import format_table, ls_step_case
+    from lshx.studies.bench import ls_step_case
 
     res = ls_step_case(hidden, layers, k, samples, density, device=device, variants=variants, steps=steps,
                        checkpoint=checkpoint, authors=not no_authors, repeats=repeats)
@@ -70,6 +70,31 @@ def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants
     click.echo(format_table(rows, ["case", "ms", "vs authors", "vs_floor", "qrs", "top_half_err", "max_err"]))
 
 
+def _ms(v, q) -> str:
+    return f"{v:.3g} [{q[0]:.3g}, {q[1]:.3g}]"
+
+
+def _ratio(c: dict, key: str = "ratio") -> str:
+    return f"{c[key]:.2f} [{c[key + '_lo']:.2f}, {c[key + '_hi']:.2f}]"
+
+
+def _echo_pairs(cases, extra):
+    rows = [{**c, "ref ms": _ms(c["ref_ms"], c["ref_q"]), "lshx ms": _ms(c["lshx_ms"], c["lshx_q"]),
+             "ratio": _ratio(c)} for c in cases]
+    click.echo(format_table(rows, ["name", "ref ms", "lshx ms", "ratio", *extra]))
+    click.echo("(medians of interleaved rounds [quartiles]; ratio = ref / lshx [the range the quartiles allow])")
+
+
+def format_table(rows, keys):
+    from lshx.studies.bench import format_table as fmt
+
+    return fmt(rows, keys)
+
+
+REPEATS = click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
+                       help="Interleaved rounds (cases timed round-robin).")
+
+
 @bench_group.command("matmul")
 @click.option("--out-features", type=int, default=6000, show_default=True, help="4H of the paper's LSTM.")
 @click.option("--in-features", type=int, default=1500, show_default=True)
@@ -79,16 +104,18 @@ def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants
 @click.option("--train", is_flag=True, help="Forward and backward instead of inference.")
 @click.option("--path", type=click.Choice(["auto", "csr", "dense"]), default="auto", show_default=True,
               help="lshx's path: what masked_linear picks, or forced.")
+@REPEATS
 @click.option("--json", "as_json", is_flag=True)
-def matmul_cmd(out_features, in_features, batch, densities, device, train, path, as_json):
+def matmul_cmd(out_features, in_features, batch, densities, device, train, path, repeats, as_json):
     """Masked linear map: dense GEMM on the masked weight against lshx's path."""
-    from lshx.studies.bench import format_table, matmul_case
+    from lshx.studies.bench import matmul_case
 
-    cases = [matmul_case(out_features, in_features, batch, d, device, train=train, path=path) for d in densities]
+    cases = [matmul_case(out_features, in_features, batch, d, device, train=train, path=path, repeats=repeats)
+             for d in densities]
     if as_json:
         echo_json({"cases": cases})
     else:
-        click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio", "path", "max_rel_err"]))
+        _echo_pairs(cases, ["path", "max_rel_err"])
 
 
 @bench_group.command("recurrence")
@@ -97,34 +124,41 @@ def matmul_cmd(out_features, in_features, batch, densities, device, train, path,
 @click.option("--steps", type=int, default=35, show_default=True)
 @click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@REPEATS
 @click.option("--json", "as_json", is_flag=True)
-def recurrence_cmd(hidden, batch, steps, densities, device, as_json):
+def recurrence_cmd(hidden, batch, steps, densities, device, repeats, as_json):
     """One sparse LSTM layer's T steps (inference): the dense per-step recurrence on the masked
     W_hh against lshx.ops.lstm_recurrence (CSR; the persistent kernel on CUDA)."""
-    from lshx.studies.bench import format_table, recurrence_case
+    from lshx.studies.bench import recurrence_case
 
-    cases = [recurrence_case(hidden, batch, steps, d, device) for d in densities]
+    cases = [recurrence_case(hidden, batch, steps, d, device, repeats=repeats) for d in densities]
     if as_json:
         echo_json({"cases": cases})
     else:
-        click.echo(format_table(cases, ["name", "ref_ms", "lshx_ms", "ratio", "max_abs_err"]))
+        _echo_pairs(cases, ["max_abs_err"])
 
 
 @bench_group.command("train-epoch")
 @click.argument("task", type=click.Choice(["ptb-lstm", "ptb-rhn"]), default="ptb-lstm")
 @click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
 @click.option("--density", type=float, default=0.33, show_default=True)
-@click.option("--batches", type=int, default=20, show_default=True, help="Training batches timed.")
+@click.option("--batches", type=int, default=20, show_default=True, help="Training batches per case and round.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds (each case trains --batches batches per round).")
 @click.option("--json", "as_json", is_flag=True)
-def train_epoch_cmd(task, preset, density, batches, device, as_json):
+def train_epoch_cmd(task, preset, density, batches, device, repeats, as_json):
     """ms per training batch on the same batches: dense, Selfish-RNN's way (ptb-lstm), lshx's
-    sparse training, and lshx's per-step reference loop."""
-    from lshx.studies.bench import format_table, train_epoch_case
+    sparse training, and lshx's per-step reference loop, timed round-robin."""
+    from lshx.studies.bench import train_epoch_case
 
-    cases = [train_epoch_case(task, preset, density, batches, device=device)]
+    c = train_epoch_case(task, preset, density, batches, device=device, repeats=repeats)
     if as_json:
-        echo_json({"cases": cases})
-    else:
-        keys = ["name", "dense_ms", "selfish_ms", "lshx_ms", "loop_ms", "ratio", "loop_over_lshx"]
-        click.echo(format_table(cases, [k for k in keys if k in cases[0]]))
+        echo_json({"cases": [c]})
+        return
+    names = [n for n in ("dense", "selfish", "lshx", "loop") if f"{n}_ms" in c]
+    row = {"name": c["name"], **{f"{n} ms": _ms(c[f"{n}_ms"], c[f"{n}_q"]) for n in names},
+           "ratio": _ratio(c), "loop/lshx": _ratio(c, "loop_over_lshx")}
+    click.echo(format_table([row], ["name", *[f"{n} ms" for n in names], "ratio", "loop/lshx"]))
+    click.echo(f"(ms per batch, medians of {repeats} interleaved rounds [quartiles]; ratio = "
+               f"{'selfish' if task == 'ptb-lstm' else 'loop'} / lshx [the range the quartiles allow])")

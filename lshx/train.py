@@ -30,6 +30,9 @@ from lshx.sparse.masking import Masking
 # seeds are stored in SQLite (int64) and seed numpy and torch: 32 bits is what all of them take
 MAX_SEED = 2 ** 32 - 1
 DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# batches between divergence checks (and progress updates) in a training epoch: each check
+# reads the running loss back from the device
+CHECK_EVERY = 25
 
 
 @dataclass
@@ -138,21 +141,30 @@ class Trainer:
 
     # ---------------------------------------------------------------- epochs
     def train_epoch(self) -> float:
+        """One pass over the training windows. The step reads nothing back from the device: the
+        loss is summed there (float64, as Python's sum was) and checked for divergence every
+        CHECK_EVERY batches and at the end, so on a GPU no batch waits for the host. A loss
+        that went non-finite in between has made the weights non-finite too: the epoch is
+        diverged either way (NaN), as when it stopped at that batch."""
         c, model = self.cfg, self.model
         model.train()
         state = model.init_state(c.batch_size)
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=self.train_data.device)
+        count = 0
         bar = Progress(num_windows(self.train_data, c.bptt, c.max_batches), f"epoch {self.epoch + 1}",
                        enabled=None if self.show_progress is None else self.show_progress)
-        for x, y in bptt_windows(self.train_data, c.bptt, c.max_batches):
+        for b, (x, y) in enumerate(bptt_windows(self.train_data, c.bptt, c.max_batches), start=1):
             state = detach_state(state)
             self.optimizer.zero_grad(set_to_none=True)
             logits, state = model(x, state)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-            if not torch.isfinite(loss):
-                self.diverged = True
-                bar.close()
-                return float("nan")
+            total += loss.detach().double() * y.numel()
+            count += y.numel()
+            if b % CHECK_EVERY == 0:  # (one host sync per CHECK_EVERY batches)
+                mean = float(total) / count
+                if not math.isfinite(mean):
+                    return self._diverged(bar)
+                bar.update(CHECK_EVERY, loss=mean)
             loss.backward()
             if self.masking is not None and c.clip_masked_grad:
                 self.masking.mask_grads()
@@ -162,11 +174,16 @@ class Trainer:
                 self.masking.step(self.optimizer)
             else:
                 self.optimizer.step()
-            total += loss.item() * y.numel()
-            count += y.numel()
-            bar.update(1, loss=total / count)
+        mean = float(total) / max(count, 1)
+        if not math.isfinite(mean):
+            return self._diverged(bar)
         bar.close()
-        return total / max(count, 1)
+        return mean
+
+    def _diverged(self, bar) -> float:
+        self.diverged = True
+        bar.close()
+        return float("nan")
 
     @torch.no_grad()
     def evaluate(self, split: str = "valid") -> float:

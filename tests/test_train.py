@@ -1,14 +1,14 @@
 """Training: smoke runs, checkpoints (atomic, weights_only), resume, divergence, SNT-ASGD."""
+import math
 import os
 import pickle
 
 import pytest
-
-from lshx.errors import WriteError
 import torch
+import torch.nn.functional as F
 
 from lshx.checkpoint import REQUIRED, load_checkpoint, save_atomic
-from lshx.errors import CheckpointError, ConfigError
+from lshx.errors import CheckpointError, ConfigError, WriteError
 from lshx.optim import SparseASGD
 from lshx.train import TrainConfig, Trainer, train
 
@@ -255,3 +255,65 @@ def test_training_keeps_the_fused_path_contract(tiny_data, tmp_path, monkeypatch
     monkeypatch.setattr(StackedLSTM, "_fused_layer", spy)
     train(_cfg(tiny_data, epochs=3), tmp_path / "run", quiet=True)
     assert seen and all(not missing for missing in seen)
+
+
+class _OpLog:
+    """Every aten op run inside the block (TorchDispatchMode): where a GPU would wait for the
+    host, and how many launches the masking takes."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        log = self.ops = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                log.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_a_training_epoch_reads_the_device_once_not_every_batch(tiny_data):
+    """No host sync in the step (the loss is summed on the device, checked every CHECK_EVERY
+    batches and at the end): 3 batches read one scalar back, not six."""
+    from lshx.train import CHECK_EVERY, TrainConfig, Trainer
+
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3)
+    assert 3 < CHECK_EVERY
+    tr = Trainer(cfg, quiet=True, progress=False)
+    with _OpLog() as log:
+        loss = tr.train_epoch()
+    assert math.isfinite(loss)
+    assert log.ops.count("_local_scalar_dense") + log.ops.count("item") == 1, \
+        [o for o in log.ops if o in ("_local_scalar_dense", "item", "is_nonzero")]
+
+
+def test_masking_takes_one_launch_for_every_tensor(tiny_data):
+    from lshx.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=1)
+    tr = Trainer(cfg, quiet=True, progress=False)
+    tr.train_epoch()  # optimizer state exists
+    x, y = next(__import__("lshx.data", fromlist=["bptt_windows"]).bptt_windows(tr.train_data, 5))
+    logits, _ = tr.model(x, tr.model.init_state(cfg.batch_size))
+    F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).backward()
+    assert len(tr.masking.masks) >= 4
+    with _OpLog() as log:
+        tr.masking.step(tr.optimizer)
+    # gradients, weights (and the optimizer's buffers when it keeps any): one foreach each
+    assert 2 <= log.ops.count("_foreach_mul_") <= 3 and log.ops.count("mul_") == 0
+
+
+def test_a_diverging_epoch_is_flagged(tiny_data):
+    from lshx.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, lr=1e12)
+    tr = Trainer(cfg, quiet=True, progress=False)
+    losses = [tr.train_epoch() for _ in range(3)]
+    assert tr.diverged and math.isnan(losses[-1])

@@ -45,9 +45,11 @@ class MaskTable:
     def apply_(self) -> None:
         """Zeros the weights outside their masks in place, and records that they are."""
         params = dict(self.module.named_parameters())
-        with torch.no_grad():
-            for name, m in self.masks.items():
-                params[name].mul_(mask_as(m, params[name].dtype))
+        names = list(self.masks)
+        with torch.no_grad():  # one launch for every tensor (per device and dtype), not one each
+            if names:
+                torch._foreach_mul_([params[n] for n in names],
+                                    [mask_as(self.masks[n], params[n].dtype) for n in names])
         self._applied = {name: (m, params[name]._version) for name, m in self.masks.items()}
 
     def exact(self) -> Set[str]:

@@ -106,11 +106,10 @@ class Masking:
         the dense gradient (Selfish-RNN's order); TrainConfig.clip_masked_grad calls it before
         clipping too, so the clip norm is that of the update applied."""
         self.sync()
-        with torch.no_grad():
-            for n, m in self.masks.items():
-                g = self.params[n].grad
-                if g is not None:
-                    g.mul_(mask_as(m, g.dtype))
+        grads = [(self.params[n].grad, m) for n, m in self.masks.items() if self.params[n].grad is not None]
+        with torch.no_grad():  # one launch for every gradient (per device and dtype)
+            if grads:
+                torch._foreach_mul_([g for g, _ in grads], [mask_as(m, g.dtype) for g, m in grads])
 
     def step(self, optimizer: torch.optim.Optimizer, closure=None, scaler=None) -> bool:
         """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
@@ -150,11 +149,11 @@ class Masking:
         update_every says so (returns True then)."""
         self.model.apply_masks_()
         if optimizer.state:  # averages, step counts, momenta: nothing lives outside the mask
+            bufs = [(buf, m) for n, m in self.masks.items() for buf in optimizer.state.get(self.params[n], {}).values()
+                    if torch.is_tensor(buf) and buf.shape == m.shape]
             with torch.no_grad():
-                for n, m in self.masks.items():
-                    for buf in optimizer.state.get(self.params[n], {}).values():
-                        if torch.is_tensor(buf) and buf.shape == m.shape:
-                            buf.mul_(mask_as(m, buf.dtype))
+                if bufs:
+                    torch._foreach_mul_([b for b, _ in bufs], [mask_as(m, b.dtype) for b, m in bufs])
         self.steps += 1
         if self.cfg.update_every and self.steps % self.cfg.update_every == 0:
             self.update_topology(optimizer)

@@ -21,12 +21,18 @@ def _calibrate(fn: Callable[[], object], target_s: float) -> int:
     return max(1, int(target_s / once))
 
 
-def interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 7, target_s: float = 0.05,
+def interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 7, target_s: Optional[float] = 0.05,
                 sync: Callable[[], object] = lambda: None) -> Dict[str, dict]:
     """Times every case round-robin (A B C A B C ...: a load spike on a shared machine lands on
-    one round, not on one case), `repeats` rounds of samples of about target_s each; per case
-    ms per call: the median, the quartiles and the extremes over the rounds."""
-    inner = {name: _calibrate(fn, target_s) for name, fn in fns.items()}
+    one round, not on one case), `repeats` rounds of samples of about target_s each (None: one
+    call per sample, after one warm-up call); per case ms per call: the median, the quartiles
+    and the extremes over the rounds."""
+    if target_s is None:
+        for fn in fns.values():
+            fn()
+        inner = {name: 1 for name in fns}
+    else:
+        inner = {name: _calibrate(fn, target_s) for name, fn in fns.items()}
     sync()
     samples: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -178,7 +184,7 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
 
 
 def recurrence_case(hidden: int, batch: int, steps: int, density: float, device: str = "cpu",
-                    seed: int = 0) -> dict:
+                    seed: int = 0, repeats: int = 7) -> dict:
     """T steps of one sparse LSTM layer in inference: lshx's dense per-step recurrence on the
     masked W_hh (reference; what the model runs in training) against ops.lstm_recurrence
     (CSR W_hh; the persistent kernel on CUDA)."""
@@ -197,10 +203,17 @@ def recurrence_case(hidden: int, batch: int, steps: int, density: float, device:
         err = max(float((a - b).abs().max()) for a, b in zip(ref, got))
         if err > 1e-4:
             raise AssertionError(f"lstm_recurrence differs from the reference by {err:.2e}")
-        ref_ms = _time_ms(lambda: (ops.lstm_recurrence_ref(xp, h0, c0, wm), sync()), 0.5)
-        lshx_ms = _time_ms(lambda: (ops.lstm_recurrence(xp, h0, c0, w, m), sync()), 0.5)
-    return {"name": f"recurrence H={H} B={batch} T={steps} d={density:g}", "ref_ms": ref_ms, "lshx_ms": lshx_ms,
-            "ratio": ref_ms / lshx_ms, "max_abs_err": err, "device": device}
+        t = interleaved({"ref": lambda: ops.lstm_recurrence_ref(xp, h0, c0, wm),
+                         "lshx": lambda: ops.lstm_recurrence(xp, h0, c0, w, m)}, repeats=repeats, sync=sync)
+    return {"name": f"recurrence H={H} B={batch} T={steps} d={density:g}", **_pair(t["ref"], t["lshx"]),
+            "max_abs_err": err, "device": device}
+
+
+def _pair(ref: dict, new: dict) -> dict:
+    """ref_ms, lshx_ms (medians), their quartiles and ratio = ref / lshx with its quartile range."""
+    r, lo, hi = ratio_spread(ref, new)
+    return {"ref_ms": ref["median_ms"], "ref_q": (ref["q1_ms"], ref["q3_ms"]), "lshx_ms": new["median_ms"],
+            "lshx_q": (new["q1_ms"], new["q3_ms"]), "ratio": r, "ratio_lo": lo, "ratio_hi": hi}
 
 
 def format_table(cases: List[dict], keys: List[str]) -> str:
@@ -218,7 +231,7 @@ def _fmt(v) -> str:
 
 
 def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str = "cpu", seed: int = 0,
-                train: bool = False, path: str = "auto") -> dict:
+                train: bool = False, path: str = "auto", repeats: int = 7) -> dict:
     """Masked linear map: dense GEMM on the masked weight (reference) against
     lshx.ops.masked_linear. Inference by default; with `train`, forward and backward (the
     reference computes the dense weight gradient, as masked_linear's dense path does).
@@ -271,10 +284,10 @@ def matmul_case(out_f: int, in_f: int, batch: int, density: float, device: str =
             sync()
     if err > 1e-4:
         raise AssertionError(f"masked_linear differs from the dense reference by {err:.2e}")
-    ref_ms, lshx_ms = _time_ms(run_ref, 0.5), _time_ms(run_lshx, 0.5)
+    t = interleaved({"ref": run_ref, "lshx": run_lshx}, repeats=repeats)
     kind = "fwd+bwd" if train else "inference"
-    return {"name": f"matmul {kind} {out_f}x{in_f} B={batch} d={density:g}", "ref_ms": ref_ms,
-            "lshx_ms": lshx_ms, "ratio": ref_ms / lshx_ms, "path": path, "max_rel_err": err, "device": device}
+    return {"name": f"matmul {kind} {out_f}x{in_f} B={batch} d={density:g}", **_pair(t["ref"], t["lshx"]),
+            "path": path, "max_rel_err": err, "device": device}
 
 
 class SelfishLSTMLM(torch.nn.Module):
@@ -294,9 +307,9 @@ class SelfishLSTMLM(torch.nn.Module):
         return self.decoder(F.dropout(out, self.dropout, self.training)), state
 
 
-def _selfish_batch_ms(cfg, corpus, batches: int, masked: bool, seed: int) -> float:
-    """ms per training batch of SelfishLSTMLM: plain SGD with clipping of the dense gradient,
-    then (masked) the masks re-applied to the weights after each step, in place (mul_ keeps
+def _selfish_runner(cfg, corpus, seed: int) -> Callable[[int], None]:
+    """run(n): n training batches of SelfishLSTMLM: plain SGD with clipping of the dense
+    gradient, then the masks re-applied to the weights after each step, in place (mul_ keeps
     the parameters views of the flat buffer; Selfish-RNN's `.data = .data * mask` would not,
     and cuDNN would copy the weights on every call: this is the stronger baseline)."""
     from lshx.data import batchify, bptt_windows
@@ -308,14 +321,11 @@ def _selfish_batch_ms(cfg, corpus, batches: int, masked: bool, seed: int) -> flo
     model = SelfishLSTMLM(len(corpus.vocab), m["emb_size"], m["hidden_size"], m["num_layers"],
                           m["dropout"]).to(cfg.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
-    masks = {}
-    if masked:
-        names = [n for n, p in model.named_parameters() if p.dim() == 2]
-        params = dict(model.named_parameters())
-        counts = layer_counts({n: tuple(params[n].shape) for n in names}, cfg.dst.density, cfg.dst.init)
-        gen = torch.Generator().manual_seed(seed)
-        masks = {params[n]: random_mask(params[n].shape, counts[n], gen).to(cfg.device, params[n].dtype)
-                 for n in names}
+    names = [n for n, p in model.named_parameters() if p.dim() == 2]
+    params = dict(model.named_parameters())
+    counts = layer_counts({n: tuple(params[n].shape) for n in names}, cfg.dst.density, cfg.dst.init)
+    gen = torch.Generator().manual_seed(seed)
+    masks = {params[n]: random_mask(params[n].shape, counts[n], gen).to(cfg.device, params[n].dtype) for n in names}
     data = batchify(corpus.train, cfg.batch_size).to(cfg.device)
 
     def run(n: int) -> None:
@@ -334,21 +344,11 @@ def _selfish_batch_ms(cfg, corpus, batches: int, masked: bool, seed: int) -> flo
                     p.mul_(mk)
             loss.item()  # the trainer reads the loss every batch too
 
-    return _timed_batches(run, batches, cfg.device)
+    return run
 
 
-def _timed_batches(run: Callable[[int], object], batches: int, device: str) -> float:
-    run(1)  # warm up
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    run(batches)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - t0) / batches
-
-
-def _trainer_batch_ms(cfg, corpus, batches: int, fused: bool) -> float:
+def _trainer_runner(cfg, corpus, fused: bool) -> Callable[[int], None]:
+    """run(n): n training batches of lshx's Trainer (fused recurrence, or the per-step loop)."""
     from lshx.train import Trainer
 
     tr = Trainer(cfg, corpus=corpus, quiet=True, progress=False)
@@ -359,16 +359,18 @@ def _trainer_batch_ms(cfg, corpus, batches: int, fused: bool) -> float:
         tr.cfg.max_batches = n
         tr.train_epoch()
 
-    return _timed_batches(run, batches, cfg.device)
+    return run
 
 
 def train_epoch_case(task: str, preset: str, density: float, batches: int, seed: int = 0,
-                     device: str = "cpu") -> dict:
+                     device: str = "cpu", repeats: int = 5) -> dict:
     """ms per training batch, on the same batches of PTB-16%: `dense_ms` the model without
     masks; `lshx_ms` lshx's sparse training (the fused recurrence); `loop_ms` the same through
     the per-step reference loop; for ptb-lstm also `selfish_ms`, Selfish-RNN's way (a dense
-    torch.nn.LSTM whose weights are re-masked after each step). ratio = selfish_ms / lshx_ms
-    (ptb-lstm) or loop_ms / lshx_ms (ptb-rhn, which has no Selfish-style counterpart here)."""
+    torch.nn.LSTM whose weights are re-masked after each step). The cases run round-robin,
+    `repeats` rounds of `batches` batches each; medians with their quartiles. ratio =
+    selfish_ms / lshx_ms (ptb-lstm) or loop_ms / lshx_ms (ptb-rhn, which has no Selfish-style
+    counterpart here), with the range the quartiles allow."""
     from lshx.data import load_corpus
     from lshx.train import TrainConfig
 
@@ -378,12 +380,20 @@ def train_epoch_case(task: str, preset: str, density: float, batches: int, seed:
         return TrainConfig.from_preset(task, preset, epochs=2, max_batches=batches, seed=seed,
                                        eval_max_batches=1, device=device, dst={"density": d})
 
-    out = {"name": f"train {task} {preset} d={density:g} ({batches} batches)", "device": device}
-    out["dense_ms"] = _trainer_batch_ms(config(1.0), corpus, batches, fused=True)
+    runners = {"dense": _trainer_runner(config(1.0), corpus, fused=True)}
     if task == "ptb-lstm":
-        out["selfish_ms"] = _selfish_batch_ms(config(density), corpus, batches, masked=True, seed=seed)
-    out["lshx_ms"] = _trainer_batch_ms(config(density), corpus, batches, fused=True)
-    out["loop_ms"] = _trainer_batch_ms(config(density), corpus, batches, fused=False)
-    out["loop_over_lshx"] = out["loop_ms"] / out["lshx_ms"]
-    out["ratio"] = out["selfish_ms"] / out["lshx_ms"] if task == "ptb-lstm" else out["loop_over_lshx"]
+        runners["selfish"] = _selfish_runner(config(density), corpus, seed)
+    runners["lshx"] = _trainer_runner(config(density), corpus, fused=True)
+    runners["loop"] = _trainer_runner(config(density), corpus, fused=False)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t = interleaved({name: (lambda run=run: run(batches)) for name, run in runners.items()}, repeats=repeats,
+                    target_s=None, sync=sync)
+    per = {name: {k: v / batches for k, v in r.items() if k.endswith("_ms")} for name, r in t.items()}
+    out = {"name": f"train {task} {preset} d={density:g} ({batches} batches x {repeats} rounds)", "device": device}
+    for name, r in per.items():
+        out[f"{name}_ms"] = r["median_ms"]
+        out[f"{name}_q"] = (r["q1_ms"], r["q3_ms"])
+    out["loop_over_lshx"], out["loop_over_lshx_lo"], out["loop_over_lshx_hi"] = ratio_spread(per["loop"], per["lshx"])
+    ref = per["selfish"] if task == "ptb-lstm" else per["loop"]
+    out["ratio"], out["ratio_lo"], out["ratio_hi"] = ratio_spread(ref, per["lshx"])
     return out
