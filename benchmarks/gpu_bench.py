@@ -45,29 +45,50 @@ def run(label: str, limit_s: int, fn, *args, **kwargs) -> None:
     print(json.dumps({k: v for k, v in rec.items() if k != "trace"}), flush=True)
 
 
+def precision(tf32: bool) -> str:
+    """One precision for every op of a case: TF32 on or off for cuBLAS and for cuDNN (whose RNN
+    kernels ignore the cuBLAS switch: torch.backends.cudnn.rnn.fp32_precision, default tf32)."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):
+        rnn.fp32_precision = "tf32" if tf32 else "ieee"
+    return "tf32 (cuBLAS and cuDNN)" if tf32 else "fp32 (TF32 off in cuBLAS and cuDNN)"
+
+
+def cased(fn, tf32: bool):
+    """fn's record with the precision it ran in."""
+    def run_in(*args, **kwargs):
+        p = precision(tf32)
+        return {"precision": p, **fn(*args, **kwargs)}
+    return run_in
+
+
 def main(which: str) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 everywhere: the CPU numbers are fp32 too
     dev = "cuda"
+    fp32 = lambda fn: cased(fn, False)  # noqa: E731
     if which in ("all", "train"):
-        run("train-epoch ptb-lstm paper", 150, bench.train_epoch_case, "ptb-lstm", "paper", 0.33, 10, device=dev)
-        run("train-epoch ptb-lstm small", 60, bench.train_epoch_case, "ptb-lstm", "small", 0.33, 20, device=dev)
-        run("train-epoch ptb-rhn small", 60, bench.train_epoch_case, "ptb-rhn", "small", 0.472, 10, device=dev)
+        for tf32 in (False, True):  # the training-step table in both precisions
+            tag = "tf32" if tf32 else "fp32"
+            run(f"train-epoch ptb-lstm paper {tag}", 120, cased(bench.train_epoch_case, tf32), "ptb-lstm", "paper",
+                0.33, 10, device=dev, repeats=3)
+            run(f"train-epoch ptb-lstm small {tag}", 60, cased(bench.train_epoch_case, tf32), "ptb-lstm", "small",
+                0.33, 20, device=dev, repeats=3)
     if which in ("all", "kernels"):
         for d in (0.33, 0.1):
-            run(f"matmul inference d={d}", 30, bench.matmul_case, 6000, 1500, 20, d, dev, path="csr")
-            run(f"matmul train d={d}", 30, bench.matmul_case, 6000, 1500, 20, d, dev, train=True, path="csr")
-            run(f"recurrence d={d}", 30, bench.recurrence_case, 1500, 20, 35, d, dev)
-        run("recurrence d=0.5 (global-memory path)", 30, bench.recurrence_case, 1500, 20, 35, 0.5, dev)
-    if which == "recurrence":
-        for d in (0.05, 0.1, 0.2, 0.25, 0.33):
-            run(f"recurrence d={d}", 30, bench.recurrence_case, 1500, 20, 35, d, dev)
-        run("train-epoch ptb-lstm paper 30", 150, bench.train_epoch_case, "ptb-lstm", "paper", 0.33, 30, device=dev)
+            run(f"matmul inference d={d}", 30, fp32(bench.matmul_case), 6000, 1500, 20, d, dev, path="csr")
+            run(f"matmul train d={d}", 30, fp32(bench.matmul_case), 6000, 1500, 20, d, dev, train=True, path="csr")
+            run(f"recurrence d={d}", 30, fp32(bench.recurrence_case), 1500, 20, 35, d, dev)
     if which in ("all", "kernels", "ls"):
-        for qr in ("householder", "cholqr2"):
-            run(f"ls-step H=1500 {qr}", 60, bench.ls_step_case, 1500, 2, reference=False, device=dev, qr=qr)
-        for qr in ("householder", "batched", "cholqr2"):
-            run(f"ls-step H=256 k=64 K=16 {qr}", 30, bench.ls_step_case, 256, 2, 64, 16, reference=False,
-                device=dev, qr=qr)
+        variants = (("householder", 1), ("householder", "auto"), ("cholqr2", 1), ("cholqr2", "auto"))
+        run("ls-step H=1500 (N = 3000)", 120, fp32(bench.ls_step_case), 1500, 2, device=dev, variants=variants,
+            steps=4, repeats=3)
+        run("ls-step H=256 k=64 K=16", 30, fp32(bench.ls_step_case), 256, 2, 64, 16, device=dev,
+            variants=variants + (("batched", 1),), steps=8, repeats=3)
+    if which == "rhn":  # last, in its own process (gpu_check.sh): the RHN kernels have never run on a GPU
+        for tf32 in (False, True):
+            run(f"train-epoch ptb-rhn small {'tf32' if tf32 else 'fp32'}", 60, cased(bench.train_epoch_case, tf32),
+                "ptb-rhn", "small", 0.472, 10, device=dev, repeats=3)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,12 @@ def correlation_cmd(task, preset, n, final_epochs, distance, max_batches, data, 
 @click.option("--state", type=click.Choice(["h", "both"]), default="both", show_default=True,
               help="both: also the spectrum with the authors' aligned warm-up and, for ptb-lstm, the hc state's.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds per configuration.")
+@click.option("--only-seed", type=click.IntRange(min=0), default=None,
+              help="Train this training seed only (one seed on another machine, e.g. a GPU).")
 @run_db_options("runs/table.sqlite", "table")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pool (random space).")
-def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, data, device, executor,
-              workers, ray_address, threads, db, name, resume, wait, seed, as_json, quiet):
+def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state, seeds, only_seed, data, device,
+              executor, workers, ray_address, threads, db, name, resume, wait, seed, as_json, quiet):
     """Trains every configuration of a pool (and the dense model) to --final-epochs, recording
     after every epoch the validation ppl, training loss and spectra, and each configuration's
     final test ppl: a table that `lshx study replay` replays searches on."""
@@ -84,8 +86,8 @@ def table_cmd(task, space, n, preset, density, final_epochs, max_batches, state,
     name = name or f"{space}-{task}-{preset}-P{final_epochs}"
     resumable()
     with running_executor(cfg, executor, workers, ray_address) as ex:
-        res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet, wait=wait)
-    if as_json:
+        res = train_table(cfg, db, ex, name, seeds=seeds, resume=resume, quiet=quiet, wait=wait, only_seed=only_seed)
+    if as_json or only_seed is not None:
         echo_json(res)
         return
     click.echo(f"table {res['name']}: {res['configs']} configurations + dense, {res['seeds']} seed(s), "

@@ -79,3 +79,24 @@ def test_help_lists_commands():
     r = _run(["--help"])
     for cmd in ("train", "ls-compute", "bench"):
         assert cmd in r.output
+
+
+def test_python_m_lshx_runs_without_the_installed_cli_package():
+    """`python -m lshx` (the GPU scripts' entry point on an in-place build) maps the checkout's
+    cli/ folder to lshx.cli when it is not installed."""
+    code = (
+        "import importlib.abc, runpy, sys\n"
+        "class NotInstalled(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'lshx.cli' and 'lshx.cli' not in sys.modules:\n"
+        "            raise ImportError('lshx.cli is not installed')\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "sys.argv = ['lshx', 'study', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('lshx', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('cli from', sys.modules['lshx.cli'].__file__)\n"
+        "    raise\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Studies of the method itself" in p.stdout and "cli/__init__.py" in p.stdout

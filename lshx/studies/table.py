@@ -70,13 +70,16 @@ def table_configs(task: str, space: str, n: Optional[int], preset: str, state: s
 
 def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name: str, seeds: int = 1,
                 resume: bool = False, quiet: bool = False, wait: bool = False,
-                lease_stale_s: Optional[float] = None) -> dict:
-    """Trains the pool once per training seed (0 .. seeds-1) and stores every test perplexity,
-    each seed's search and its test perplexities under that search's lease (one process at a
-    time; another is refused, or waits with wait=True)."""
+                lease_stale_s: Optional[float] = None, only_seed: Optional[int] = None) -> dict:
+    """Trains the pool once per training seed (0 .. seeds-1, or only seed `only_seed`: one seed
+    on another machine) and stores every test perplexity, each seed's search and its test
+    perplexities under that search's lease (one process at a time; another is refused, or
+    waits with wait=True). Returns the table's summary (the trained seed's alone with only_seed)."""
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
-    for t in range(seeds):
+    if only_seed is not None and (isinstance(only_seed, bool) or not isinstance(only_seed, int) or only_seed < 0):
+        raise ConfigError(f"--only-seed must be an integer >= 0, got {only_seed!r}")
+    for t in ([only_seed] if only_seed is not None else range(seeds)):
         tcfg = SearchConfig(**{**cfg.to_dict(), "train_seed": t})
         tname = f"{name}-t{t}"
         log(f"table {name}: training seed {t} ({tname})", quiet)
@@ -93,6 +96,8 @@ def train_table(cfg: SearchConfig, db_path: str | Path, executor: Executor, name
             search.check_lease()
             for c, ppl in zip(todo, tests):
                 db.put_test(c["eval_key"], tcfg.seed, ppl)
+    if only_seed is not None:
+        return {"name": name, "trained_seed": only_seed, "search": f"{name}-t{only_seed}"}
     return load_table(db_path, name).summary()
 
 

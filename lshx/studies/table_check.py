@@ -11,8 +11,10 @@ from typing import List, Optional
 from lshx.errors import ConfigError
 from lshx.search.space import describe
 
-# options that may differ between a table's seeds (the training seed names them apart)
-PER_SEED = {"train_seed", "seed"}
+# options that may differ between a table's seeds: the training seed names them apart; the
+# device and the thread count change the summation order, not the experiment (say which
+# device trained which seed)
+PER_SEED = {"train_seed", "device", "threads"}
 
 
 def _finite(x) -> bool:
