@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from lshx.cli.options import echo_json
-from lshx.lyapunov.config import AUTO, IMPLS, PROPAGATE, QR_METHODS, STATES, WARMUP_MODES
+from lshx.lyapunov.config import AUTO, IMPLS, PROPAGATE, QR_METHODS, STATES, TANGENT_DTYPES, WARMUP_MODES
 
 
 class Reorth(click.ParamType):
@@ -42,9 +42,12 @@ class Reorth(click.ParamType):
 @click.option("--qr", type=click.Choice(QR_METHODS), default="householder",
               show_default=True, help="cholqr2: CholeskyQR2, faster for k << N (Householder when "
               "ill-conditioned); batched: lshx's batched Householder kernel (for CUDA).")
+@click.option("--tangent-dtype", type=click.Choice(TANGENT_DTYPES), default=None,
+              help="J.B and the QR in this dtype [default: the model's]; float64 on a float32 model is "
+                   "within 1e-6 of the float64 spectrum, about twice the cost (docs/lyapunov.md).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint, one per line.")
 def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state, propagate, log_base, k, seed,
-                   impl, reorth_every, qr, as_json):
+                   impl, reorth_every, qr, tangent_dtype, as_json):
     """Lyapunov spectrum (paper Eq. 1) of each CHECKPOINT on validation windows.
 
     Example: lshx ls-compute runs/x/best.pt --samples 2 --steps 35 --json
@@ -54,7 +57,8 @@ def ls_compute_cmd(checkpoints, data, samples, steps, warmup, warmup_mode, state
     from lshx.train import load_model
 
     cfg = LSConfig(samples=samples, steps=steps, warmup=warmup, warmup_mode=warmup_mode, state=state, k=k,
-                   log_base=log_base, propagate=propagate, seed=seed, impl=impl, reorth_every=reorth_every, qr=qr)
+                   log_base=log_base, propagate=propagate, seed=seed, impl=impl, reorth_every=reorth_every, qr=qr,
+                   tangent_dtype=tangent_dtype)
     for path in checkpoints:
         model, ckpt = load_model(path)
         ids, _ = load_split(data, "valid", Vocab(list(ckpt["vocab"])))

@@ -121,12 +121,18 @@ def _transposed(apply, B: torch.Tensor) -> torch.Tensor:
     return torch.bmm(apply(eye).transpose(1, 2), B)
 
 
+def _tangent_dtype(model: MaskedLM, cfg: LSConfig) -> torch.dtype:
+    return getattr(torch, cfg.tangent_dtype) if cfg.tangent_dtype else next(model.parameters()).dtype
+
+
 class FastLSTMStepper:
     def __init__(self, model: LSTMLM, cfg: LSConfig) -> None:
         self.model, self.cfg = model, cfg
         self.H = model.hidden_size
         masks = model._rnn_masks()
         self.W, self.b = model.rnn.step_weights(masks)
+        self.dtype = _tangent_dtype(model, cfg)
+        self.W_tangent = [(a.to(self.dtype), b.to(self.dtype)) for a, b in self.W]
         self.emb = ops.masked_weight(model.encoder.weight.detach(), model.masks.get("encoder.weight"))
 
     def step(self, tok, state):
@@ -137,8 +143,8 @@ class FastLSTMStepper:
         return self.step(tok, state)[0]
 
     def _apply(self, info, B: torch.Tensor) -> torch.Tensor:
-        layers = [(*gates.chunk(4, dim=-1), c_prev, c) for gates, c_prev, c in info]
-        return lstm_tangent(B, layers, self.W, self.H, self.cfg.state == "hc")
+        layers = [tuple(x.to(self.dtype) for x in (*gates.chunk(4, dim=-1), c_prev, c)) for gates, c_prev, c in info]
+        return lstm_tangent(B, layers, self.W_tangent, self.H, self.cfg.state == "hc")
 
     def tangent(self, state, tok, B):
         new_state, info = self.step(tok, state)
@@ -150,14 +156,16 @@ class FastLSTMStepper:
 class FastRHNStepper:
     def __init__(self, model: RHNLM, cfg: LSConfig) -> None:
         self.model, self.cfg = model, cfg
+        self.dtype = _tangent_dtype(model, cfg)
         self.W = [ops.masked_weight(getattr(model.rnn, f"weight_hh_l{d}").detach(),
-                                    model.masks.get(f"rnn.weight_hh_l{d}")) for d in range(model.depth)]
+                                    model.masks.get(f"rnn.weight_hh_l{d}")).to(self.dtype) for d in range(model.depth)]
 
     def advance(self, state, tok):
         return self.model.step(tok, state)[0]
 
     def _apply(self, info, B):
         for d, (h, t, s_prev) in enumerate(info):
+            h, t, s_prev = (x.to(self.dtype) for x in (h, t, s_prev))
             coef = torch.stack([t * (1 - h * h), (h - s_prev) * t * (1 - t)], dim=1)
             B = torch.bmm(ops.row_combine(self.W[d], coef, 1 - t), B)
         return B
@@ -199,8 +207,10 @@ def exponents(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig, k: Optional[
         new, JB = st.tangent(state, tokens[:, t], B)
         return detach_state(new), JB
 
+    like = p.detach() if cfg.impl == "reference" else torch.zeros((), dtype=_tangent_dtype(model, cfg),
+                                                                     device=p.device)
     with torch.set_grad_enabled(cfg.impl == "reference"):
-        return run(advance, tangent, model.init_state(K), K, total, N, k or cfg.k or N, p.detach(),
+        return run(advance, tangent, model.init_state(K), K, total, N, k or cfg.k or N, like,
                    warmup=cfg.warmup, warmup_mode=cfg.warmup_mode, qr=cfg.qr, reorth_every=cfg.reorth_every)
 
 

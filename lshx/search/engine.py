@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from lshx.errors import CheckpointError, ConfigError, LshxError
 from lshx.lyapunov import LSConfig
+from lshx.lyapunov.config import ADDED_DEFAULTS
 from lshx.paths import writable_file
 from lshx.progress import Progress, log
 from lshx.search import jobs as J
@@ -76,7 +77,10 @@ class Search:
         return {k: LS_EXTRA[k] for k in (self.cfg.ls_extra or [])} if self.ls_config() else {}
 
     def _eval_key(self, tcfg: TrainConfig) -> str:
-        what = {"train": tcfg.to_dict(), "ls": self.ls_config()}
+        ls = self.ls_config()
+        if ls is not None:  # (fields added since, at the value that reproduces the old results: left out)
+            ls = {k: v for k, v in ls.items() if not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+        what = {"train": tcfg.to_dict(), "ls": ls}
         if self.ls_extra():  # (left out when empty: the keys of DBs written before stay valid)
             what["ls_extra"] = self.ls_extra()
         if self.cfg.threads != 1:  # (left out at the default, likewise): results depend on it
