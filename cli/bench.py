@@ -13,9 +13,15 @@ def bench_group():
 
 
 def _variant(ctx, param, value):
+    from lshx.lyapunov.config import TANGENT_DTYPES
+
     out = []
     for v in value:
-        qr, _, m = v.partition("/")
+        parts = v.split("/")
+        qr, m = parts[0], parts[1] if len(parts) > 1 else "1"
+        tangent = parts[2] if len(parts) > 2 else None
+        if tangent is not None and tangent not in TANGENT_DTYPES:
+            raise click.BadParameter(f"unknown tangent dtype {tangent!r} in {v!r}; allowed: {', '.join(TANGENT_DTYPES)}")
         if qr not in QR_METHODS:
             raise click.BadParameter(f"unknown qr {qr!r} in {v!r}; allowed: {', '.join(QR_METHODS)}")
         if m != "auto":
@@ -25,7 +31,7 @@ def _variant(ctx, param, value):
                 raise click.BadParameter(f"expected QR/M (M an integer or auto), got {v!r}") from None
             if m < 1:
                 raise click.BadParameter(f"M must be >= 1 in {v!r}")
-        out.append((qr, m))
+        out.append((qr, m, tangent) if tangent else (qr, m))
     return out
 
 
@@ -38,9 +44,10 @@ def _variant(ctx, param, value):
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A trained LSTM checkpoint instead of a random model (its H and L; a trained spread).")
-@click.option("--variant", "variants", multiple=True, callback=_variant, metavar="QR/M",
-              default=("householder/1", "householder/auto", "cholqr2/1"), show_default=True,
-              help="lshx's QR and re-orthonormalization interval (M an integer or auto), repeatable.")
+@click.option("--variant", "variants", multiple=True, callback=_variant, metavar="QR/M[/DTYPE]",
+              default=("householder/1", "householder/2/float64", "householder/4/float64"), show_default=True,
+              help="lshx's QR, re-orthonormalization interval (M an integer or auto) and tangent dtype "
+                   "(float32 or float64; default the model's), repeatable.")
 @click.option("--no-authors", is_flag=True, help="Skip the authors' algorithm (8 s a step at H = 1500).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved rounds.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -162,3 +169,28 @@ def train_epoch_cmd(task, preset, density, batches, device, repeats, as_json):
     click.echo(format_table([row], ["name", *[f"{n} ms" for n in names], "ratio", "loop/lshx"]))
     click.echo(f"(ms per batch, medians of {repeats} interleaved rounds [quartiles]; ratio = "
                f"{'selfish' if task == 'ptb-lstm' else 'loop'} / lshx [the range the quartiles allow])")
+
+
+@bench_group.command("spectrum-lib")
+@click.option("--hidden", type=int, default=512, show_default=True)
+@click.option("--samples", type=int, default=2, show_default=True)
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--variant", "variants", multiple=True, callback=_variant, metavar="QR/M",
+              default=("householder/1", "householder/auto"), show_default=True)
+@REPEATS
+@click.option("--json", "as_json", is_flag=True)
+def spectrum_lib_cmd(hidden, samples, steps, variants, repeats, as_json):
+    """lshx.lyapunov_spectrum on a 1-layer nn.GRU (k = N) against a naive vmap(jacrev) + QR
+    loop, per sample-step, both checked against the float64 result first."""
+    from lshx.studies.bench import library_spectrum_case
+
+    res = library_spectrum_case(hidden, samples, steps, variants=[v[:2] for v in variants], repeats=repeats)
+    if as_json:
+        echo_json(res)
+        return
+    n = res["naive"]
+    click.echo(f"{res['name']}, {res['threads']} threads; naive: {n['median_ms']:.3g} ms per sample-step "
+               f"[{n['q1_ms']:.3g}, {n['q3_ms']:.3g}], error {res['naive_err']:.1e}")
+    rows = [{**c, "ms": f"{c['median_ms']:.3g} [{c['q1_ms']:.3g}, {c['q3_ms']:.3g}]",
+             "vs naive": _ratio(c, "vs_naive")} for c in res["cases"]]
+    click.echo(format_table(rows, ["case", "ms", "vs naive", "top_half_err"]))

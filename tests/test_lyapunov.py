@@ -243,3 +243,39 @@ def test_collapsed_layer_gives_finite_floor_exponents():
     assert all(math.isfinite(v) for v in spec)
     floor = math.log(torch.finfo(torch.float32).tiny)
     assert sum(1 for v in spec if v == pytest.approx(floor)) == 12  # the second layer's 12 units
+
+
+# ----------------------------------------------------------------------------- the adaptive interval
+def test_the_adaptive_interval_follows_the_spread_and_the_dtype():
+    from lshx.lyapunov.qr import AUTO_MAX, next_interval, resolvable_nats
+
+    f64, f32 = torch.float64, torch.float32
+    assert resolvable_nats(f32) == pytest.approx(0.5 * math.log(2 ** 23))
+    # one step whose columns grew log 1 .. log e^-2: spread 2 nats a step
+    logr = torch.tensor([[0.0, -1.0, -2.0]], dtype=f64)
+    assert next_interval(logr, 1, f64) == 2  # at most double, whatever the spread allows
+    assert next_interval(logr * 4, 4, f64) == min(8, int(resolvable_nats(f64) // 2))
+    assert next_interval(logr * 4, 4, f32) == int(resolvable_nats(f32) // 2)  # 7 nats / 2 = 3
+    assert next_interval(torch.tensor([[0.0, -30.0]], dtype=f64), 1, f64) == 1  # too wide for any m > 1
+    # a column at the floor (a direction already annihilated) does not shrink the interval
+    dead = math.log(torch.finfo(f64).tiny)
+    assert next_interval(torch.tensor([[0.0, -1.0, dead]], dtype=f64), 1, f64) == 2
+    # the worst sample decides; no spread at all: as long as allowed
+    assert next_interval(torch.tensor([[0.0, -0.1], [0.0, -20.0]], dtype=f64), 1, f64) == 1
+    assert next_interval(torch.zeros(1, 3, dtype=f64), 8, f64) == min(16, AUTO_MAX)
+
+
+def test_auto_takes_fewer_qrs_where_the_spectrum_allows_and_gives_the_same_exponents():
+    A = torch.diag(torch.tensor([0.9, 0.8, 0.5, 0.3], dtype=torch.float64))
+    torch.manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    A = Q @ A @ Q.T
+    like = torch.zeros((), dtype=torch.float64)
+    stepper = LinearMap(A)
+    stepper.propagate = "J"
+    adv = lambda s, t: stepper.advance(s, None)  # noqa: E731
+    tan = lambda s, t, B: stepper.tangent(s, None, B)  # noqa: E731
+    one, qr1 = run(adv, tan, torch.zeros(1, 4, dtype=torch.float64), 1, 300, 4, 4, like, reorth_every=1)
+    auto, qra = run(adv, tan, torch.zeros(1, 4, dtype=torch.float64), 1, 300, 4, 4, like, reorth_every="auto")
+    assert qr1 == 300 and qra < 40  # spread 1.1 nats a step: intervals of 16
+    torch.testing.assert_close(auto, one, atol=1e-12, rtol=0)

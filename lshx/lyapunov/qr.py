@@ -48,7 +48,9 @@ def next_interval(logr: torch.Tensor, m: int, dtype: torch.dtype, longest: int =
     floor(resolvable / spread), spread = the largest per-step growth minus the smallest,
     per sample, the worst sample deciding. Columns at the floor (log|R_ii| = log(tiny): a
     direction already annihilated, whose exponent is -inf in exact arithmetic) are left
-    out of the spread: nothing more of them can be lost."""
+    out of the spread: nothing more of them can be lost. The interval at most doubles from one
+    QR to the next: a spread measured over a short interval (the first steps from B = I, before
+    the columns align with the dynamics) can read far smaller than it is."""
     floor = math.log(torch.finfo(logr.dtype).tiny) + 1.0
     g = (logr / m).double()
     alive = logr > floor
@@ -58,6 +60,7 @@ def next_interval(logr: torch.Tensor, m: int, dtype: torch.dtype, longest: int =
     if spread.numel() == 0:
         return 1
     worst = float(spread.max())
+    cap = min(longest, 2 * m)
     if worst <= 0:
-        return longest
-    return max(1, min(longest, int(resolvable_nats(dtype) // worst)))
+        return cap
+    return max(1, min(cap, int(resolvable_nats(dtype) // worst)))

@@ -14,7 +14,7 @@ from lshx.lyapunov.torch_nn import check_qr, finish
 
 def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor, *,
                          aux0: Optional[torch.Tensor] = None, warmup: int = 0, k: Optional[int] = None,
-                         per_sample: bool = False, qr: str = "householder", reorth_every: Union[int, str] = 1,
+                         per_sample: bool = False, qr: str = "householder", reorth_every: Union[int, str] = "auto",
                          batch_first: bool = True) -> torch.Tensor:
     """Lyapunov spectrum of any recurrence h <- step(h, x), its Jacobian by torch.func.
 

@@ -171,7 +171,7 @@ def _initial_state(rnn: nn.Module, h0: Optional[State], K: int, like: torch.Tens
 
 def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[State] = None, warmup: int = 0,
                       k: Optional[int] = None, state: str = "h", per_sample: bool = False,
-                      qr: str = "householder", reorth_every: Union[int, str] = 1) -> torch.Tensor:
+                      qr: str = "householder", reorth_every: Union[int, str] = "auto") -> torch.Tensor:
     """Lyapunov spectrum of a torch.nn.LSTM, GRU or RNN driven by `inputs`.
 
     inputs: K independent sequences in the module's own layout ((T, K, D), or (K, T, D) with
@@ -182,7 +182,8 @@ def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[Stat
     not applied (eval behaviour). Returns the k largest-first exponents, natural log per
     step, in the module's dtype: shape (k,) averaged over the K sequences, or (K, k) with
     per_sample=True. qr: householder (LAPACK), cholqr2 or batched; reorth_every: QR every m
-    steps, or "auto" (docs/lyapunov.md).
+    steps, or "auto" (the default: m from the spread of the last QR's exponents and the dtype,
+    1 for a widely spread spectrum; docs/lyapunov.md).
     """
     kind = _kind(rnn)
     if rnn.bidirectional:

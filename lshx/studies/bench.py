@@ -90,7 +90,7 @@ def _ls_model(hidden: int, layers: int, density: float, seed: int, device: str, 
 
 
 def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int = 2, density: float = 0.33,
-                 seed: int = 0, device: str = "cpu", variants: Sequence[Tuple[str, object]] = (("householder", 1),),
+                 seed: int = 0, device: str = "cpu", variants: Sequence[Tuple] = (("householder", 1),),
                  steps: int = 10, checkpoint: Optional[str] = None, authors: bool = True, repeats: int = 5) -> dict:
     """ms per sample-step of Eq. 1's counted steps (the state's advance, J.B and the QR at its
     interval, amortized), for each (qr, reorth_every) variant, against the authors' algorithm
@@ -118,14 +118,16 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
         model.float()
     half = max(1, k // 2)
     fns, cases = {}, []
-    for qr, m in variants:
-        cfg = LSConfig(samples=samples, steps=steps, warmup=0, k=k, qr=qr, reorth_every=m)
+    for variant in variants:
+        qr, m = variant[:2]
+        tangent = variant[2] if len(variant) > 2 else None
+        cfg = LSConfig(samples=samples, steps=steps, warmup=0, k=k, qr=qr, reorth_every=m, tangent_dtype=tangent)
         with torch.no_grad():
             lam, qrs = exponents(model, tokens, cfg)
         lam = torch.sort(lam.mean(0).double(), descending=True).values
         err = (lam - ref).abs()
-        name = f"lshx qr={qr} m={m}"
-        cases.append({"case": name, "qr": qr, "reorth_every": m, "qrs": qrs, "top_half_err": float(err[:half].max()),
+        name = f"lshx qr={qr} m={m}" + (f" tangent={tangent}" if tangent else "")
+        cases.append({"case": name, "qr": qr, "reorth_every": m, "tangent_dtype": tangent, "qrs": qrs, "top_half_err": float(err[:half].max()),
                       "max_err": float(err.max())})
 
         def run(cfg=cfg):
@@ -396,4 +398,69 @@ def train_epoch_case(task: str, preset: str, density: float, batches: int, seed:
     out["loop_over_lshx"], out["loop_over_lshx_lo"], out["loop_over_lshx_hi"] = ratio_spread(per["loop"], per["lshx"])
     ref = per["selfish"] if task == "ptb-lstm" else per["loop"]
     out["ratio"], out["ratio_lo"], out["ratio_hi"] = ratio_spread(ref, per["lshx"])
+    return out
+
+
+def library_spectrum_case(hidden: int = 512, samples: int = 2, steps: int = 10, seed: int = 0,
+                          variants: Sequence[Tuple] = (("householder", 1),), repeats: int = 3) -> dict:
+    """lshx.lyapunov_spectrum on a 1-layer nn.GRU (k = N) against what a new user would write:
+    the Jacobian of the GRU cell by vmap(jacrev), B <- J B and torch.linalg.qr at every step,
+    per sample-step, after checking that both give the same exponents (float64 reference)."""
+    from lshx.lyapunov import lyapunov_spectrum
+
+    torch.manual_seed(seed)
+    gru = torch.nn.GRU(16, hidden)
+    x = torch.randn(steps, samples, 16)
+    cell = torch.nn.GRUCell(16, hidden)
+    with torch.no_grad():
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, n).copy_(getattr(gru, f"{n}_l0"))
+    W = {n: getattr(cell, n).detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+    def step(h, xt):  # the GRU cell in torch ops (torch.func cannot vmap nn.GRUCell's fused kernel)
+        gi, gh = W["weight_ih"] @ xt + W["bias_ih"], W["weight_hh"] @ h + W["bias_hh"]
+        r = torch.sigmoid(gi[:hidden] + gh[:hidden])
+        z = torch.sigmoid(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])
+        n = torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:])
+        return (1 - z) * n + z * h
+
+    jac = torch.func.vmap(torch.func.jacrev(step))
+    fwd = torch.func.vmap(step)
+
+    def naive():
+        h = torch.zeros(samples, hidden)
+        B = torch.eye(hidden).expand(samples, hidden, hidden)
+        acc = torch.zeros(samples, hidden)
+        for t in range(steps):
+            J = jac(h, x[t])
+            h = fwd(h, x[t])
+            q, r = torch.linalg.qr(J @ B)
+            B = q
+            acc += r.diagonal(dim1=1, dim2=2).abs().log()
+        return torch.sort((acc / steps).mean(0), descending=True).values
+
+    with torch.no_grad():
+        mine = lyapunov_spectrum(gru, x)
+        theirs = naive()
+        ref = lyapunov_spectrum(gru.double(), x.double())
+        gru.float()
+    out = {"name": f"library spectrum nn.GRU H={hidden} K={samples} T={steps} k=N", "threads": torch.get_num_threads(),
+           "naive_err": float((theirs.double() - ref).abs().max()), "lshx_err": float((mine.double() - ref).abs().max())}
+    fns = {"naive": naive}
+    cases = []
+    for variant in variants:
+        qr, m = variant[:2]
+        name = f"lshx qr={qr} m={m}"
+        with torch.no_grad():
+            got = lyapunov_spectrum(gru, x, qr=qr, reorth_every=m)
+        cases.append({"case": name, "top_half_err": float((got.double() - ref).abs()[: hidden // 2].max())})
+        fns[name] = lambda qr=qr, m=m: lyapunov_spectrum(gru, x, qr=qr, reorth_every=m)
+    with torch.no_grad():
+        t = interleaved(fns, repeats=repeats, target_s=None)
+    per = samples * steps
+    out["naive"] = {k: v / per for k, v in t["naive"].items() if k.endswith("_ms")}
+    for c in cases:
+        c.update({k: v / per for k, v in t[c["case"]].items() if k.endswith("_ms")})
+        c["vs_naive"], c["vs_naive_lo"], c["vs_naive_hi"] = ratio_spread(out["naive"], c)
+    out["cases"] = cases
     return out
