@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lshx.lyapunov.accuracy import contract, rebuild
+from lshx.studies.spectrum_accuracy import contract, rebuild
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ls_trained.pt.gz"
 VARIANTS = [("householder", 1), ("cholqr2", 1), ("batched", 1), ("householder", "auto"), ("cholqr2", "auto"),

@@ -21,7 +21,7 @@ from lshx import ops
 from lshx.data import load_split
 from lshx.data import Vocab
 from lshx.lyapunov import sample_windows
-from lshx.lyapunov.accuracy import pack
+from lshx.studies.spectrum_accuracy import pack
 from lshx.train import load_model
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ls_trained.pt.gz"

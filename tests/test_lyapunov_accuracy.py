@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lshx.lyapunov.accuracy import contract, pca2_order, rebuild, reference
+from lshx.studies.spectrum_accuracy import contract, pca2_order, rebuild, reference
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ls_trained.pt.gz"
 

@@ -97,7 +97,7 @@ def test_rhn_recurrence_fallback_equals_the_native_op(monkeypatch):
     xp, s0, ws, bs, m = _rhn_inputs(T=5, B=2, H=6, D=2)
     native = ops.rhn_recurrence(xp, s0, ws, bs, m)
     gn = torch.autograd.grad(native[0].sum() + native[1].square().sum(), [xp, s0, *ws, *bs])
-    monkeypatch.setattr(ops.native, "HAS_EXTENSION", False)  # what _native() reads
+    monkeypatch.setattr(ops.native, "HAS_EXTENSION", False)  # what use_native() reads
     monkeypatch.setattr(ops.native, "_warned", True)
     fallback = ops.rhn_recurrence(xp, s0, ws, bs, m)
     assert fallback[0].grad_fn.name() != native[0].grad_fn.name()  # the reference loop ran, not the op

@@ -28,7 +28,7 @@ class AuthorsLSTMStep:
     def __init__(self, model: LSTMLM) -> None:
         self.model = model
         self.L, self.H = model.num_layers, model.hidden_size
-        self.W, self.b = model.rnn.step_weights(model._rnn_masks())
+        self.W, self.b = model.rnn.step_weights(model.rnn_masks())
         self.emb = ops.masked_weight(model.encoder.weight.detach(), model.masks.get("encoder.weight"))
 
     def jacobian(self, x: torch.Tensor, state) -> torch.Tensor:

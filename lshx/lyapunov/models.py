@@ -129,7 +129,7 @@ class FastLSTMStepper:
     def __init__(self, model: LSTMLM, cfg: LSConfig) -> None:
         self.model, self.cfg = model, cfg
         self.H = model.hidden_size
-        masks = model._rnn_masks()
+        masks = model.rnn_masks()
         self.W, self.b = model.rnn.step_weights(masks)
         self.dtype = _tangent_dtype(model, cfg)
         self.W_tangent = [(a.to(self.dtype), b.to(self.dtype)) for a, b in self.W]

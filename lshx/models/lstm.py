@@ -164,7 +164,7 @@ class LSTMLM(MaskedLM):
         names = super().maskable_names()
         return [n for n in names if not (self.tie_weights and n == "decoder.weight")]
 
-    def _rnn_masks(self) -> dict:
+    def rnn_masks(self) -> dict:
         return {n[4:]: m for n, m in self.masks.items() if n.startswith("rnn.")}
 
     def init_state(self, batch_size: int) -> State:
@@ -183,13 +183,13 @@ class LSTMLM(MaskedLM):
         state = state if state is not None else self.init_state(ids.size(1))
         emb = F.dropout(self.embed(ids), self.dropout, self.training)
         exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
-        out, state = self.rnn(emb, state, self._rnn_masks(), exact)
+        out, state = self.rnn(emb, state, self.rnn_masks(), exact)
         out = F.dropout(out, self.dropout, self.training)
         return self.decode(out), state
 
     def step(self, ids_t: torch.Tensor, state: State):
         """One eval timestep for the Lyapunov code: (new state, per-layer (gates, c_prev, c))."""
-        return self.rnn.step(self.embed(ids_t), state, self._rnn_masks())
+        return self.rnn.step(self.embed(ids_t), state, self.rnn_masks())
 
     def state_size(self, state_kind: str = "h") -> int:
         return self.num_layers * self.hidden_size * (2 if state_kind == "hc" else 1)

@@ -107,7 +107,7 @@ class RHNLM(MaskedLM):
                 "dropout_output": self.dropout_output, "dropout_hidden": self.dropout_hidden,
                 "dropout_input": self.dropout_input, "dropout_words": self.dropout_words}
 
-    def _rnn_masks(self) -> dict:
+    def rnn_masks(self) -> dict:
         return {n[4:]: m for n, m in self.masks.items() if n.startswith("rnn.")}
 
     def init_state(self, batch_size: int) -> torch.Tensor:
@@ -129,14 +129,14 @@ class RHNLM(MaskedLM):
         if self.training and self.dropout_input > 0:
             emb = emb * _locked_mask(emb, self.dropout_input)
         exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
-        out, state = self.rnn(emb, state, self._rnn_masks(), self.dropout_hidden, self.training, exact)
+        out, state = self.rnn(emb, state, self.rnn_masks(), self.dropout_hidden, self.training, exact)
         if self.training and self.dropout_output > 0:
             out = out * _locked_mask(out, self.dropout_output)
         return F.linear(out, self._weight(), self.decoder_bias), state
 
     def step(self, ids_t: torch.Tensor, s: torch.Tensor):
         """One eval timestep: (new state, per micro-step (h, t, s_prev))."""
-        masks = self._rnn_masks()
+        masks = self.rnn_masks()
         xp = ops.linear(self.embed(ids_t), self.rnn.weight_ih, masks.get("weight_ih"), self.rnn.bias_ih)
         info = []
         for d in range(self.depth):

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from lshx.ops.native import HAS_EXTENSION, _cached, _native, _needs_grad
+from lshx.ops.native import HAS_EXTENSION, cached, use_native, needs_grad
 
 # Low-density path on the CPU, chosen automatically by masked_linear where the benchmark
 # (`lshx bench matmul`, benchmarks/RESULTS.md) shows it faster than the dense GEMM on the
@@ -54,17 +54,17 @@ class CSRStructure:
 
 def csr_structure(mask: torch.Tensor) -> CSRStructure:
     """Cached per mask object: the DST engine replaces masks at each topology update."""
-    return _cached("csr", (mask,), lambda: CSRStructure(mask))
+    return cached("csr", (mask,), lambda: CSRStructure(mask))
 
 
-def _csr_values(weight: torch.Tensor, mask: torch.Tensor, s: CSRStructure) -> torch.Tensor:
+def csr_values(weight: torch.Tensor, mask: torch.Tensor, s: CSRStructure) -> torch.Tensor:
     """The weight's values at the mask's nonzeros (CSR order), cached per (weight, mask) version."""
-    return _cached("csr-values", (weight, mask), lambda: weight.detach().flatten()[s.gather])
+    return cached("csr-values", (weight, mask), lambda: weight.detach().flatten()[s.gather])
 
 
 def mask_density(mask: torch.Tensor) -> float:
     """Fraction of nonzeros, cached per mask version (cheaper than building the CSR structure)."""
-    return _cached("density", (mask,), lambda: int(mask.count_nonzero()) / max(mask.numel(), 1))
+    return cached("density", (mask,), lambda: int(mask.count_nonzero()) / max(mask.numel(), 1))
 
 
 def csr_linear_ref(x, crow, col, val, out_features, bias=None):
@@ -107,12 +107,12 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     gradient is needed (masked weight gradient); otherwise the structure is cached per mask
     and the gathered values per (weight, mask) version."""
     s = csr_structure(mask)
-    if not _native():
+    if not use_native():
         val = weight.flatten()[s.gather]
         return csr_linear_ref(x, s.crow, s.col, val, weight.shape[0], bias)
-    if _needs_grad(x, weight, bias):
+    if needs_grad(x, weight, bias):
         return _CSRLinear.apply(x, weight, mask, bias)
-    return torch.ops.lshx.csr_linear(x, s.crow, s.col, _csr_values(weight, mask, s), bias)
+    return torch.ops.lshx.csr_linear(x, s.crow, s.col, csr_values(weight, mask, s), bias)
 
 
 def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -121,7 +121,7 @@ def use_csr(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> bool:
     if weight.numel() < CSR_MIN_NUMEL:
         return False
     if weight.device.type == "cpu":
-        limit = CSR_TRAIN_MAX_DENSITY if _needs_grad(x, weight) else CSR_MAX_DENSITY
+        limit = CSR_TRAIN_MAX_DENSITY if needs_grad(x, weight) else CSR_MAX_DENSITY
     elif weight.device.type == "cuda" and CUDA_CSR_MAX_DENSITY is not None:
         limit = CUDA_CSR_MAX_DENSITY
     else:

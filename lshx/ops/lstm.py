@@ -6,10 +6,9 @@ from typing import Optional
 
 import torch
 
-from lshx.ops import csr
-from lshx.ops.csr import _csr_values, csr_structure, mask_density
+from lshx.ops.csr import CSR_MIN_NUMEL, csr_structure, csr_values, mask_density
 from lshx.ops.masked import mask_as
-from lshx.ops.native import HAS_EXTENSION, _cached, _native, _needs_grad, cuda_version
+from lshx.ops.native import HAS_EXTENSION, cached, cuda_version, needs_grad, use_native
 
 # Inference of a sparse LSTM layer with W_hh in CSR form, all steps in one op. On the CPU a
 # CSR SpMM per step, used where `lshx bench recurrence` measured it faster than the dense
@@ -37,7 +36,7 @@ def persistent_fits(mask: torch.Tensor) -> bool:
         rows = mask.sum(1).view(4, H).sum(0).cpu()  # nonzeros per unit, its four gate rows
         worst = max(int(rows[u0:u0 + U].sum()) for u0 in range(0, H, U))
         return 4 * (4 * U + 1) + 8 * worst <= limit
-    return _cached("persistent-fits", (mask,), compute)
+    return cached("persistent-fits", (mask,), compute)
 
 
 def lstm_recurrence_ref(xproj, h0, c0, w_hh):
@@ -56,18 +55,18 @@ def lstm_recurrence(xproj: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_h
     """(out (T, B, H), h_T, c_T) of one LSTM layer with W_hh * mask in CSR form, no autograd.
     xproj (T, B, 4H) = x @ W_ih^T + b_ih + b_hh."""
     s = csr_structure(mask)
-    if _native():
-        return torch.ops.lshx.lstm_recurrence(xproj, h0, c0, s.crow, s.col, _csr_values(w_hh, mask, s))
+    if use_native():
+        return torch.ops.lshx.lstm_recurrence(xproj, h0, c0, s.crow, s.col, csr_values(w_hh, mask, s))
     return lstm_recurrence_ref(xproj, h0, c0, w_hh.detach() * mask_as(mask, w_hh.dtype))
 
 
 def use_sparse_recurrence(w_hh: torch.Tensor, mask: Optional[torch.Tensor], *inputs: torch.Tensor) -> bool:
     """Whether an LSTM layer's inference goes through lstm_recurrence (see the limits above):
     never when W_hh or any of the layer's `inputs` needs a gradient (the op has no backward)."""
-    if mask is None or _needs_grad(w_hh, *inputs) or not _native():
+    if mask is None or needs_grad(w_hh, *inputs) or not use_native():
         return False
     if w_hh.device.type == "cpu":
-        limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= csr.CSR_MIN_NUMEL else None
+        limit = RECURRENCE_CPU_MAX_DENSITY if w_hh.numel() >= CSR_MIN_NUMEL else None
     else:
         limit = PERSISTENT_MAX_DENSITY if w_hh.device.type == "cuda" and cuda_version() > 0 else None
         if limit is not None and mask_density(mask) <= limit and not persistent_fits(mask):

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from lshx.ops.native import HAS_EXTENSION, _native
+from lshx.ops.native import HAS_EXTENSION, use_native
 
 
 def row_combine_ref(w, coef, diag=None):
@@ -25,21 +25,21 @@ def lyapunov_step_ref(jb):
 
 def row_combine(w: torch.Tensor, coef: torch.Tensor, diag: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Jacobian block sum_g diag(coef[:, g]) @ W_g (+ diag(diag)) for a batch of K samples."""
-    if _native():
+    if use_native():
         return torch.ops.lshx.row_combine(w, coef, w.new_empty(0) if diag is None else diag)
     return row_combine_ref(w, coef, diag)
 
 
 def lyapunov_step(jb: torch.Tensor):
     """Q, log|diag R| of the batched reduced QR of jb (K, N, k)."""
-    if _native():
+    if use_native():
         return torch.ops.lshx.lyapunov_step(jb)
     return lyapunov_step_ref(jb)
 
 
 def cholqr2(jb: torch.Tensor):
     """Q, log|diag R| by CholeskyQR2 (GEMM-bound for k << N; Householder when ill-conditioned)."""
-    if _native():
+    if use_native():
         return torch.ops.lshx.cholqr2(jb)
     return lyapunov_step_ref(jb)
 
@@ -48,7 +48,7 @@ def householder_qr(jb: torch.Tensor):
     """Q, log|diag R| by lshx's unblocked batched Householder QR: on CUDA one block per
     sample (the many small blocks of a Lyapunov run); on the CPU the same algorithm, slower
     than LAPACK, kept so the tests pin the kernel's arithmetic down."""
-    if _native():
+    if use_native():
         return torch.ops.lshx.householder_qr(jb)
     return lyapunov_step_ref(jb)
 

@@ -1,5 +1,5 @@
 """The door to lshx._C: loading it (HAS_EXTENSION), the one warning when it is missing
-(_native), cuda_version, and what the op families share: the per-tensor cache and _needs_grad."""
+(use_native), cuda_version, and what the op families share: the per-tensor cache and needs_grad."""
 from __future__ import annotations
 
 import warnings
@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
 _warned = False
 
 
-def _native() -> bool:
+def use_native() -> bool:
     global _warned
     if not HAS_EXTENSION and not _warned:
         warnings.warn(f"lshx._C is not built ({_LOAD_ERROR}); using the pure-torch reference ops", stacklevel=3)
@@ -32,14 +32,14 @@ def cuda_version() -> int:
     return int(torch.ops.lshx.cuda_version()) if HAS_EXTENSION else -1
 
 
-def _needs_grad(*tensors) -> bool:
+def needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 _cache: dict = {}
 
 
-def _cached(kind: str, tensors: tuple, compute):
+def cached(kind: str, tensors: tuple, compute):
     """compute(), recomputed only when one of `tensors` is replaced or edited in place (their
     version counters move with optimizer steps and topology updates); an entry dies with
     its tensors. The cached values must not hold references to those tensors."""

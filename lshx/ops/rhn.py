@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from lshx.ops.native import HAS_EXTENSION, _native, cuda_version
+from lshx.ops.native import HAS_EXTENSION, use_native, cuda_version
 
 # The RHN's training recurrence in one op, forward and backward. Measured on one small-preset
 # batch (H = 200, depth 5, B = 10, T = 35; 1 thread, CPU time, 2026-11-28): the per-step loop
@@ -42,7 +42,7 @@ def rhn_recurrence(xp: torch.Tensor, s0: torch.Tensor, weights, biases, drop: Op
     or known to be zero off their masks), the D biases (2H) and the hidden-dropout mask (B, H)
     shared by every micro-step (None: no dropout). Differentiable in xp, s0, weights, biases;
     each weight gets the dense gradient of the weight as used (masked_weight passes it through)."""
-    if _native() and _rhn_has_kernel(xp):
+    if use_native() and _rhn_has_kernel(xp):
         out, s, _, _ = torch.ops.lshx.rhn_recurrence(xp, s0, list(weights), list(biases), drop)
         return out, s
     return rhn_recurrence_ref(xp, s0, list(weights), list(biases), drop)
