@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from lshx.studies import bench
+from lshx.studies import bench, bench_spectrum
 
 OUT = os.environ.get("OUT", "gpu-results")
 
@@ -81,9 +81,9 @@ def main(which: str) -> None:
             run(f"recurrence d={d}", 30, fp32(bench.recurrence_case), 1500, 20, 35, d, dev)
     if which in ("all", "kernels", "ls"):
         variants = (("householder", 1), ("householder", "auto"), ("cholqr2", 1), ("cholqr2", "auto"))
-        run("ls-step H=1500 (N = 3000)", 120, fp32(bench.ls_step_case), 1500, 2, device=dev, variants=variants,
+        run("ls-step H=1500 (N = 3000)", 120, fp32(bench_spectrum.ls_step_case), 1500, 2, device=dev, variants=variants,
             steps=4, repeats=3)
-        run("ls-step H=256 k=64 K=16", 30, fp32(bench.ls_step_case), 256, 2, 64, 16, device=dev,
+        run("ls-step H=256 k=64 K=16", 30, fp32(bench_spectrum.ls_step_case), 256, 2, 64, 16, device=dev,
             variants=variants + (("batched", 1),), steps=8, repeats=3)
     if which == "rhn":  # last, in its own process (gpu_check.sh): the RHN kernels have never run on a GPU
         for tf32 in (False, True):

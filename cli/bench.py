@@ -57,7 +57,7 @@ def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants
     """ms per sample-step of the spectrum's counted steps for each lshx variant, against the
     authors' algorithm and the floor in the same run (cases interleaved; medians with their
     quartiles), after checking each variant against the float64 per-step reference."""
-    from lshx.studies.bench import ls_step_case
+    from lshx.studies.bench_spectrum import ls_step_case
 
     res = ls_step_case(hidden, layers, k, samples, density, device=device, variants=variants, steps=steps,
                        checkpoint=checkpoint, authors=not no_authors, repeats=repeats)
@@ -182,7 +182,7 @@ def train_epoch_cmd(task, preset, density, batches, device, repeats, as_json):
 def spectrum_lib_cmd(hidden, samples, steps, variants, repeats, as_json):
     """lshx.lyapunov_spectrum on a 1-layer nn.GRU (k = N) against a naive vmap(jacrev) + QR
     loop, per sample-step, both checked against the float64 result first."""
-    from lshx.studies.bench import library_spectrum_case
+    from lshx.studies.bench_spectrum import library_spectrum_case
 
     res = library_spectrum_case(hidden, samples, steps, variants=[v[:2] for v in variants], repeats=repeats)
     if as_json:

@@ -2,7 +2,7 @@
 (the timings themselves are not tested: tests check correctness, never time)."""
 import pytest
 
-from lshx.studies import bench
+from lshx.studies import bench, bench_spectrum
 
 
 def test_cases_are_timed_round_robin():
@@ -22,7 +22,7 @@ def test_ratio_spread_is_the_range_the_quartiles_allow():
 
 
 def test_ls_step_checks_every_variant_and_the_authors_algorithm():
-    res = bench.ls_step_case(16, 2, samples=2, steps=4, repeats=1,
+    res = bench_spectrum.ls_step_case(16, 2, samples=2, steps=4, repeats=1,
                              variants=(("householder", 1), ("householder", "auto"), ("cholqr2", 2), ("batched", 1)))
     assert res["authors_err"] < 1e-5  # the authors' algorithm is lshx's J^T propagation
     for c in res["cases"]:

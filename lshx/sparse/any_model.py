@@ -1,21 +1,8 @@
-"""Dynamic sparse training of any nn.Module: the interface lshx's Masking engine needs.
-
-    masking = sparsify(model, DSTConfig(density=0.3, death="SET"), include="rnn.*",
-                       total_steps=epochs * batches_per_epoch)
-    ...  loss.backward(); clip_grad_norm_(...); masking.step(opt)   # every batch
-    masking.update_topology(opt)   # after every epoch but the last (or DSTConfig(update_every=N))
-
-ModuleMasks wraps the user's module without changing it (its parameter names, forward and
-state_dict stay its own) and keeps the masks beside it, keyed by parameter name. Which
-parameters are masked: every parameter of two or more dimensions whose name passes the
-filter; biases (and every other 1-D parameter: norms, gains) never, nor frozen parameters
-(requires_grad=False) unless include_frozen=True. Masking then keeps its
-guarantees: every masked tensor holds exactly its target number of nonzeros after every
-optimizer step and topology update, gradients and per-element optimizer state are zero
-outside the masks, and regrown weights start at zero. module.to(device) after sparsify is
-fine: Masking brings the masks to the weights' device (ModuleMasks.sync) at the top of every
-step and topology update.
-"""
+"""Dynamic sparse training of any nn.Module: sparsify(module, DSTConfig(...), include=...)
+returns lshx's Masking engine driving a ModuleMasks adapter, which keeps the masks beside the
+module (its names, forward and state_dict stay its own). Which parameters are masked, the
+guarantees, checkpoints, the step with closures or a GradScaler, and the mistakes it refuses:
+docs/library.md, section 2."""
 from __future__ import annotations
 
 import fnmatch

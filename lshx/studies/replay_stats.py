@@ -1,26 +1,15 @@
-"""What a replay's searches and a table's seeds say, with intervals that include training noise.
-
-A table holds S training seeds of every configuration. Training noise enters twice:
-- the table's own: `noise` gives the per-configuration SD of the final test ppl across seeds,
-  its pooled value with degrees of freedom, and the same for the val ppl of every epoch (and,
-  on the GS-24 grid, the twin-pair estimate: configurations that are one algorithm trained twice);
-- the searches': each replay draws one training seed per configuration (the same draw for every
-  method of that replay, so comparisons stay paired), and each method is also replayed on every
-  seed alone. A pick is judged by its configuration's mean test ppl over the seeds (its quality
-  in expectation); the regret is against the configuration best in expectation, and also, as
-  before, against the best of the drawn realization.
-
-Intervals: a bootstrap over the replays (which draw training seeds, so partly include training
-noise but shrink with the number of replays) and a t-interval across the S per-seed replays (S-1
-degrees of freedom: the one that carries the table's finite number of training seeds). A
-difference is called only when the t-interval excludes 0; with one seed the bootstrap is all
-there is, it excludes training noise, and no difference is called.
-"""
+"""What a replay's searches and a table's seeds say, with intervals that include training noise:
+the table's noise (noise), a method's regret at a setting (method_summary), two methods
+against each other (difference) and how each early signal ranks the configurations
+(seed_averaged_rho, paired_rho_difference). A pick is judged by its configuration's mean test
+ppl over the seeds; a bootstrap over the replays and a t-interval across the per-seed replays
+bound each number, and a difference is called only when both exclude 0. The method, in full:
+docs/results.md, "How the intervals are made"."""
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as sps

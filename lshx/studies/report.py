@@ -5,9 +5,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import numpy as np
+from typing import Dict, Optional
 
 from lshx.errors import LshxError
 from lshx.paths import writable_dir
