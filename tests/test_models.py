@@ -1,4 +1,5 @@
 """Models: nn.LSTM equivalence, state_dict keys, masking semantics, RHN shapes."""
+import pytest
 import torch
 from torch import nn
 
@@ -184,3 +185,21 @@ def test_masks_follow_the_model_to_another_dtype_or_device():
     if torch.cuda.is_available():
         model.cuda()
         assert all(m.device.type == "cuda" for m in model.masks.values())
+
+
+@pytest.mark.parametrize("task", ["ptb-lstm", "ptb-rhn"])
+def test_exact_weights_used_as_they_are_train_bit_for_bit_the_same(task, tiny_data):
+    """The embedding, the decoder and the recurrent weights known to be zero off their masks
+    skip the masking multiply: the same weights and losses, to the bit, as masking them again."""
+    from lshx.train import TrainConfig, Trainer
+
+    def run(shortcut):
+        cfg = TrainConfig.from_preset(task, "smoke", data=tiny_data, epochs=2, max_batches=4, dst={"density": 0.33})
+        tr = Trainer(cfg, quiet=True, progress=False)
+        if not shortcut:
+            tr.model.exact_masked = lambda: set()
+        tr.run_epoch()
+        return {n: p.detach().clone() for n, p in tr.model.named_parameters()}, tr.val_losses
+
+    (a, la), (b, lb) = run(True), run(False)
+    assert la == lb and all(torch.equal(a[n], b[n]) for n in a)

@@ -172,20 +172,23 @@ class LSTMLM(MaskedLM):
         z = w.new_zeros(self.num_layers, batch_size, self.hidden_size)
         return z, z.clone()
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, ops.masked_weight(self.encoder.weight, self.mask("encoder.weight")))
+    def embed(self, ids: torch.Tensor, exact: Collection[str] = ()) -> torch.Tensor:
+        """exact: the masked weights known to be zero outside their masks (exact_masked): used as
+        they are, without masking them again."""
+        return F.embedding(ids, ops.masked_weight(self.encoder.weight, self.mask("encoder.weight"),
+                                                  "encoder.weight" in exact))
 
-    def decode(self, out: torch.Tensor) -> torch.Tensor:
+    def decode(self, out: torch.Tensor, exact: Collection[str] = ()) -> torch.Tensor:
         name = "encoder.weight" if self.tie_weights else "decoder.weight"
-        return ops.linear(out, self.decoder.weight, self.mask(name), self.decoder.bias)
+        return ops.linear(out, self.decoder.weight, self.mask(name), self.decoder.bias, name in exact)
 
     def forward(self, ids: torch.Tensor, state: Optional[State] = None):
         state = state if state is not None else self.init_state(ids.size(1))
-        emb = F.dropout(self.embed(ids), self.dropout, self.training)
-        exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
-        out, state = self.rnn(emb, state, self.rnn_masks(), exact)
+        exact = self.exact_masked()
+        emb = F.dropout(self.embed(ids, exact), self.dropout, self.training)
+        out, state = self.rnn(emb, state, self.rnn_masks(), {n[4:] for n in exact if n.startswith("rnn.")})
         out = F.dropout(out, self.dropout, self.training)
-        return self.decode(out), state
+        return self.decode(out, exact), state
 
     def step(self, ids_t: torch.Tensor, state: State):
         """One eval timestep for the Lyapunov code: (new state, per-layer (gates, c_prev, c))."""

@@ -113,11 +113,12 @@ class RHNLM(MaskedLM):
     def init_state(self, batch_size: int) -> torch.Tensor:
         return self.decoder_bias.new_zeros(batch_size, self.hidden_size)
 
-    def _weight(self) -> torch.Tensor:
-        return ops.masked_weight(self.encoder.weight, self.mask("encoder.weight"))
+    def _weight(self, exact: Collection[str] = ()) -> torch.Tensor:
+        """The (tied) embedding and decoder weight, masked unless known to be exact already."""
+        return ops.masked_weight(self.encoder.weight, self.mask("encoder.weight"), "encoder.weight" in exact)
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        w = self._weight()
+    def embed(self, ids: torch.Tensor, exact: Collection[str] = ()) -> torch.Tensor:
+        w = self._weight(exact)
         if self.training and self.dropout_words > 0:  # word dropout: whole embedding rows
             keep = w.new_empty(w.size(0), 1).bernoulli_(1 - self.dropout_words) / (1 - self.dropout_words)
             w = w * keep
@@ -125,14 +126,15 @@ class RHNLM(MaskedLM):
 
     def forward(self, ids: torch.Tensor, state: Optional[torch.Tensor] = None):
         state = state if state is not None else self.init_state(ids.size(1))
-        emb = self.embed(ids)
+        exact = self.exact_masked()
+        emb = self.embed(ids, exact)
         if self.training and self.dropout_input > 0:
             emb = emb * _locked_mask(emb, self.dropout_input)
-        exact = {n[4:] for n in self.exact_masked() if n.startswith("rnn.")}
-        out, state = self.rnn(emb, state, self.rnn_masks(), self.dropout_hidden, self.training, exact)
+        out, state = self.rnn(emb, state, self.rnn_masks(), self.dropout_hidden, self.training,
+                              {n[4:] for n in exact if n.startswith("rnn.")})
         if self.training and self.dropout_output > 0:
             out = out * _locked_mask(out, self.dropout_output)
-        return F.linear(out, self._weight(), self.decoder_bias), state
+        return F.linear(out, self._weight(exact), self.decoder_bias), state
 
     def step(self, ids_t: torch.Tensor, s: torch.Tensor):
         """One eval timestep: (new state, per micro-step (h, t, s_prev))."""

@@ -40,11 +40,15 @@ def masked_linear_ref(x, weight, mask, bias=None):
 
 
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  bias: Optional[torch.Tensor] = None, exact: bool = False) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias; d/dweight is the dense gradient (growth may use it),
-    except on the CSR path, taken where use_csr says it is faster."""
+    except on the CSR path, taken where use_csr says it is faster. exact: the weight is known
+    to be zero outside the mask (MaskedLM.exact_masked), so the dense path multiplies by the
+    weight as it is (W * M = W, the same numbers and gradient, one elementwise pass less)."""
     if use_native() and use_csr(x, weight, mask):
         return csr_linear(x, weight, mask, bias)
+    if exact:
+        return F.linear(x, weight, bias)
     return masked_linear_dense(x, weight, mask, bias)
 
 
@@ -67,9 +71,9 @@ def _cached_masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor],
-           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+           bias: Optional[torch.Tensor] = None, exact: bool = False) -> torch.Tensor:
     """masked_linear when a mask is given, the plain dense linear map otherwise."""
-    return F.linear(x, weight, bias) if mask is None else masked_linear(x, weight, mask, bias)
+    return F.linear(x, weight, bias) if mask is None else masked_linear(x, weight, mask, bias, exact)
 
 
 def mask_as(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -93,9 +97,10 @@ class _MaskedWeight(torch.autograd.Function):
         return grad, None
 
 
-def masked_weight(weight: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """weight * mask with the dense weight gradient; weight itself when there is no mask."""
-    if mask is None:
+def masked_weight(weight: torch.Tensor, mask: Optional[torch.Tensor], exact: bool = False) -> torch.Tensor:
+    """weight * mask with the dense weight gradient; weight itself when there is no mask, or
+    when it is known to be zero outside the mask (exact: W * M = W, the same gradient)."""
+    if mask is None or exact:
         return weight
     if not weight.requires_grad or not torch.is_grad_enabled():
         return weight * mask_as(mask, weight.dtype)
