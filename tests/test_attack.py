@@ -406,3 +406,10 @@ def test_interrupt_messages_promise_only_what_the_command_does(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err.strip().splitlines()[-1] == "lshx: interrupted", err
+
+
+def test_report_on_an_empty_file_writes_nothing(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    one_line_error(*lshx("report", empty, "--out", tmp_path / "rep"), "empty")
+    assert empty.read_bytes() == b"" and not (tmp_path / "empty.sqlite-wal").exists()
