@@ -279,7 +279,8 @@ def _echo_replay(res: dict, n: int, seeds: int) -> None:
             verdict = {"a picks better": f"{first} picks better", "b picks better": "loss picks better"}.get(
                 d["verdict"], d["verdict"])
             click.echo(f"  {d['hpo']:5s} {setting:16s} {d['mean']:+.2f} {_ci(d['ci'])} over replays" +
-                       (f", {_ci(d['t_ci'])} across {S} seeds" if d.get("t_ci") else "") + f": {verdict}")
+                       (f", {_ci(d['t_ci'])} across {S} seeds ({_ci(d['t_ci_held_out'])} judged by the other "
+                        f"seeds)" if d.get("t_ci") else "") + f": {verdict}")
     if S < 2:
         click.echo("one training seed: every interval covers the searches' randomness on this table only, not "
                    "training noise, so no difference is called")

@@ -57,14 +57,14 @@ def plateau(res):
 
 def methods(res, hpo, settings=None):
     """Every method at the given settings (default: all) with both intervals."""
-    print(f"| method ({hpo}) | setting | regret | [95%, replays] | [95%, across seeds] | regret vs the drawn best | "
-          f"p_best | epochs |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| method ({hpo}) | setting | regret | [95%, replays] | [95%, across seeds] | [95%, held-out seeds] | "
+          f"regret vs the drawn best | p_best | epochs |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m in res["methods"]:
         if m["hpo"] != hpo or (settings and m["e0"] and (m["e0"], m["ei"]) not in settings):
             continue
         print(f"| {m['method']} | {fmt_setting(m)} | {m['regret_mean']:.2f} | {ci(m['regret_ci'])} | "
-              f"{ci(m.get('regret_t_ci'))} | {m['regret_drawn_mean']:.2f} | {m['p_best']:.3f} | "
+              f"{ci(m.get('regret_t_ci'))} | {ci(m.get('regret_held_out_t_ci'))} | {m['regret_drawn_mean']:.2f} | {m['p_best']:.3f} | "
               f"{m['train_epochs_mean']:.1f} |")
 
 
@@ -74,14 +74,14 @@ def lsh_vs(res, hpo, a="lsh-pca2", b="loss"):
     if not rows:
         return
     print(f"| setting ({hpo}) | regret {a} - {b} | [95%, replays] | per training seed | [95%, across seeds] | "
-          f"P({a} better) | P({b} better) | verdict |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"[95%, held-out seeds] | P({a} better) | P({b} better) | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for d in sorted(rows, key=lambda d: (d["e0"], d["ei"])):
         per = ", ".join(f"{v:+.2f}" for v in d.get("per_seed", [])) or "-"
         verdict = {"a picks better": f"{a} picks better", "b picks better": f"{b} picks better"}.get(
             d["verdict"], d["verdict"])
         print(f"| e0={d['e0']} ei={d['ei']} | {d['mean']:+.2f} | {ci(d['ci'])} | {per} | {ci(d.get('t_ci'))} | "
-              f"{d['p_a_better']:.3f} | {d['p_b_better']:.3f} | {verdict} |")
+              f"{ci(d.get('t_ci_held_out'))} | {d['p_a_better']:.3f} | {d['p_b_better']:.3f} | {verdict} |")
 
 
 def full_curve(res):

@@ -92,7 +92,38 @@ DAMAGE = {
                                      "another length"),
     "no dense row": (f"delete from candidates where search='{NAME}-t0' and cid=0", "no dense model"),
     "val ppl NULL": ("update evals set val_ppl=NULL where eval_key='{cand}' and epoch=5", "no validation perplexity"),
+    "dense extra spectrum NaN": ("update evals set extra=json_set(extra, '$.hc[0]', 'NaN') where eval_key='{dense}' "
+                                 "and epoch=4", "no finite hc spectrum"),
+    "dense diverged": ("update evals set diverged=1 where eval_key='{dense}' and epoch=6", "diverged at epoch 6"),
 }
+
+
+def _second_seed(path):
+    """Adds seed 0 of the table again as training seed 1, sharing its runs (eval keys): a table
+    of two identical seeds."""
+    _sql(path,
+         f"insert into searches select '{NAME}-t1', task, json_set(args, '$.train_seed', 1), created, "
+         f"status, result from searches where name='{NAME}-t0'",
+         f"insert into candidates select '{NAME}-t1', cid, config, config_hash, eval_key, origin, round, status, "
+         f"ckpt_dir from candidates where search='{NAME}-t0'")
+
+
+def test_seeds_with_other_configurations_are_refused_naming_them(table):
+    path, _, cand = table
+    _second_seed(path)
+    code, out, err = lshx("study", "replay", path, *REPLAY)
+    assert code == 0, err  # two identical seeds replay
+    _sql(path, f"update candidates set config=json_set(config, '$.death_rate', 0.5) "
+               f"where search='{NAME}-t1' and eval_key='{cand}'")
+    one_line_error(*lshx("study", "replay", path, *REPLAY), "holds other configurations", "lacks 1 of",
+                   "adds 1: ", "dr=0.500")
+    # the same configurations in another order are also refused (candidates are matched by index)
+    _sql(path, f"update candidates set config=(select config from candidates where search='{NAME}-t0' and "
+               f"eval_key='{cand}') where search='{NAME}-t1' and eval_key='{cand}'",
+         f"update candidates set cid=cid+1000 where search='{NAME}-t1' and cid in (1, 2)",
+         f"update candidates set cid=2 where search='{NAME}-t1' and cid=1001",
+         f"update candidates set cid=1 where search='{NAME}-t1' and cid=1002")
+    one_line_error(*lshx("study", "replay", path, *REPLAY), "another candidate order")
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))

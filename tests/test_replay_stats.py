@@ -97,3 +97,57 @@ def test_seed_averaged_rho_and_its_paired_difference():
     d = S.paired_rho_difference(perfect, noise, y, r["idx"])
     assert d["diff"] == pytest.approx(1 - np.mean([sps.spearmanr(noise[t], y[t]).statistic for t in range(3)]))
     assert d["excludes_zero"] and d["lo"] > 0
+
+
+def test_a_diverged_seed_counts_as_the_worst_finite_test_ppl():
+    t = _table([[0, 200, 205, 230], [0, math.inf, 206, 229]])
+    assert t.worst_finite_test() == 230 and t.mean_test(1) == pytest.approx((200 + 230) / 2)
+    assert t.best() == 2  # 205.5 beats a config that diverged once
+    assert S.expected_test(t).tolist() == pytest.approx([0, 215, 205.5, 229.5])
+
+
+def test_held_out_regret_judges_each_seed_by_the_others():
+    t = _table([[0, 200, 199, 260], [0, 210, 221, 250], [0, 205, 203, 255]])
+    assert S.held_out_test(t, 0).tolist() == pytest.approx([0, 207.5, 212, 252.5])
+    mixed = [{"pick": 2, "test_ppl": 199, "train_epochs": 1, "best": 2, "best_test_ppl": 199}] * 4
+    per = [[{"pick": 2}] * 3, [{"pick": 1}] * 3, [{"pick": 2}] * 3]
+    m = S.method_summary(t, mixed, per)
+    # seed 0 picks 2: others say 212 vs best 207.5; seed 1 picks 1: 202.5 vs 201; seed 2 picks 2: 210 vs 205
+    assert m["regret_held_out_per_seed"] == pytest.approx([4.5, 1.5, 5.0])
+    assert m["regret_held_out_t_ci"] == pytest.approx(S.t_interval([4.5, 1.5, 5.0]))
+    assert m["includes_training_noise"]
+
+
+def test_intervals_that_exclude_zero_on_opposite_sides_call_nothing():
+    # replays say a is better on average; every seed alone says b is: no verdict
+    t = _table([[0, 200, 210], [0, 200, 210], [0, 200, 210]])
+    a = ([{"pick": 1}] * 60, [[{"pick": 2}] * 5] * 3)
+    b = ([{"pick": 2}] * 60, [[{"pick": 1}] * 5] * 3)
+    d = S.difference(t, a, b)
+    assert d["ci_excludes_zero"] and d["t_ci_excludes_zero"]
+    assert d["ci"][1] < 0 < d["t_ci"][0] and d["verdict"] == "not distinguishable"
+
+
+def test_off_plateau_val_noise_pools_the_runs_below_the_plateau_at_that_epoch():
+    # config 2 leaves the plateau only at epoch 2: pooled at epoch 2, not at epoch 1
+    evals = [[{1: {"val_ppl": 100.0}, 2: {"val_ppl": 90.0}},
+              {1: {"val_ppl": 300.0 + s}, 2: {"val_ppl": 250.0 + 2 * s}},
+              {1: {"val_ppl": 900.0 + s}, 2: {"val_ppl": 400.0 + 4 * s}}] for s in (0, 1)]
+    t = Table("t", "ptb-lstm", {"final_epochs": 2}, [None] + grid("ptb-lstm")[:2], evals,
+              [[100, 260, 410], [100, 262, 414]])
+    n = S.noise(t)
+    e1, e2 = n["val_ppl"]
+    assert S.PLATEAU_PPL < 900 and 400 < S.PLATEAU_PPL
+    assert e1["off_plateau"]["df"] == 1 and e2["off_plateau"]["df"] == 2
+    assert e2["off_plateau"]["sd"] == pytest.approx(math.sqrt((2 ** 2 / 2 + 4 ** 2 / 2) / 2))
+
+
+def test_paired_rho_difference_gives_a_verdict_only_with_seeds():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(3, 30))
+    r = S.seed_averaged_rho(y, y)
+    d = S.paired_rho_difference(y, rng.normal(size=(3, 30)), y, r["idx"])
+    assert d["t_ci"] is not None and d["verdict"] == "first ranks better"
+    one = S.paired_rho_difference(y[:1], y[:1] * 0 + rng.normal(size=(1, 30)), y[:1],
+                                  S.seed_averaged_rho(y[:1], y[:1])["idx"])
+    assert one["t_ci"] is None and one["verdict"] == "undecided: one training seed"

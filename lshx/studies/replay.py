@@ -390,6 +390,9 @@ def signal_correlations(table: Table, methods: Sequence[Method]) -> dict:
                                 for m in signals if m.name in x}
         rows.append(row)
     examined = sum(len(r["minus_val_ppl"]) for r in rows)
-    return {"epochs": rows, "pairs_examined": examined,
-            "note": f"{examined} (LS signal, epoch) differences with the val ppl were examined: at 95% about "
-                    f"{0.05 * examined:.0f} of them exclude 0 by chance alone"}
+    rhos = sum(len(r) - 2 for r in rows)  # (every signal's rho interval: all keys but epoch, minus_val_ppl)
+    total = examined + rhos
+    return {"epochs": rows, "pairs_examined": examined, "intervals_examined": total,
+            "note": f"{rhos} rho intervals and {examined} (LS signal, epoch) differences with the val ppl were "
+                    f"examined ({total} intervals): at 95% about {0.05 * total:.0f} of them exclude 0 by "
+                    f"chance alone, and about {0.05 * examined:.0f} of the differences"}

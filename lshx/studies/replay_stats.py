@@ -50,9 +50,18 @@ def penalized(table: Table, x: np.ndarray) -> np.ndarray:
 
 def expected_test(table: Table) -> np.ndarray:
     """Every configuration's test ppl averaged over the table's seeds (index 0: the dense
-    model), a diverged seed penalized as the table's worst finite test ppl."""
+    model), a diverged seed penalized as the table's worst finite test ppl (Table.mean_test)."""
     per_seed = penalized(table, np.array(table.test, float))
     return per_seed.mean(axis=0)
+
+
+def held_out_test(table: Table, t: int) -> np.ndarray:
+    """The same averaged over every seed but t: how a pick made on seed t's curves is judged
+    without the noise of the run it was made on (val and test ppl of one run share it). With
+    one seed, seed t's own."""
+    per_seed = penalized(table, np.array(table.test, float))
+    others = [s for s in range(len(per_seed)) if s != t]
+    return per_seed[others].mean(axis=0) if others else per_seed[t]
 
 
 # ----------------------------------------------------------------------------- noise
@@ -93,8 +102,11 @@ def noise(table: Table) -> dict:
     """Training noise measured on the table: per configuration the SD of the final test ppl
     across seeds; pooled over the configurations whose runs leave the plateau in every seed
     (val ppl < PLATEAU_PPL at the last epoch) and over every finite one; the same for the val
-    ppl of each epoch; and on the GS-24 grid the twin-pair estimate (sd = sqrt(mean(d^2) / 2)
-    over the pairs' differences in every seed, df = pairs x seeds)."""
+    ppl of each epoch (off plateau: the configurations below PLATEAU_PPL at that epoch in every
+    seed); and on the GS-24 grid the twin-pair estimate (sd = sqrt(mean(d^2) / 2)
+    over the pairs' differences in every seed, df = pairs x seeds). Twins share their training
+    seed (same data order and initialization), so the twin SD is a lower bound on the noise
+    between independently seeded runs."""
     S, P = len(table.evals), table.final_epochs
     ids = range(1, len(table.configs))
 
@@ -114,7 +126,8 @@ def noise(table: Table) -> dict:
     for e in range(1, P + 1):
         rows_all = [[val(t, i, e) for t in range(S)] for i in ids]
         rows_all = [r for r in rows_all if all(map(finite, r))]
-        rows_off = [[val(t, i, e) for t in range(S)] for i in good]
+        # off the plateau at this epoch in every seed (a run that leaves it later is not yet off)
+        rows_off = [r for r in rows_all if all(v < PLATEAU_PPL for v in r)]
         epochs.append({"epoch": e, "all": _pooled_sd(rows_all), "off_plateau": _pooled_sd(rows_off)})
     twins = twin_pairs(table)
     d = [table.test[t][i] - table.test[t][j] for t in range(S) for i, j in twins
@@ -154,10 +167,17 @@ def method_summary(table: Table, mixed: List[dict], per_seed: List[List[dict]]) 
            "diverged_picks": int(np.sum(~np.isfinite([r["test_ppl"] for r in mixed]))),
            "distinct_picks": len(set(pick.tolist())),
            "train_epochs_mean": float(np.mean([r["train_epochs"] for r in mixed]))}
+    out["includes_training_noise"] = bool(per_seed)
     if per_seed:
         means = [float(np.mean(exp[[r["pick"] for r in rs]] - exp[best])) for rs in per_seed]
         out["regret_per_seed"] = means
         out["regret_t_ci"] = t_interval(means)
+        held = []
+        for t, rs in enumerate(per_seed):  # judged by the other seeds only
+            h = held_out_test(table, t)
+            held.append(float(np.mean(h[[r["pick"] for r in rs]] - h[1:].min())))
+        out["regret_held_out_per_seed"] = held
+        out["regret_held_out_t_ci"] = t_interval(held)
     return out
 
 
@@ -176,9 +196,17 @@ def difference(table: Table, a: Tuple[List[dict], List[List[dict]]], b: Tuple[Li
         out["per_seed"] = per
         out["t_ci"] = t_interval(per)
         out["t_ci_excludes_zero"] = excludes_zero(out["t_ci"])
-        decided = out["t_ci_excludes_zero"] and out["ci_excludes_zero"]
+        held = []
+        for t, (ra, rb) in enumerate(zip(a[1], b[1])):
+            h = held_out_test(table, t)
+            held.append(float(np.mean(h[[r["pick"] for r in ra]] - h[[r["pick"] for r in rb]])))
+        out["per_seed_held_out"] = held
+        out["t_ci_held_out"] = t_interval(held)
+        # called only when both intervals exclude 0 on the same side
+        same_side = out["ci_excludes_zero"] and out["t_ci_excludes_zero"] and \
+            (out["ci"][1] < 0) == (out["t_ci"][1] < 0)
         out["includes_training_noise"] = True
-        out["verdict"] = ("not distinguishable" if not decided else "a picks better" if out["mean"] < 0
+        out["verdict"] = ("not distinguishable" if not same_side else "a picks better" if out["t_ci"][1] < 0
                           else "b picks better")
     else:  # one training seed: the interval covers the searches' randomness only, and decides nothing
         out["includes_training_noise"] = False
@@ -232,11 +260,19 @@ def seed_averaged_rho(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int 
 
 def paired_rho_difference(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict:
     """rho(x1, y) - rho(x2, y), averaged over seeds, with a paired bootstrap over configurations
-    (resamples idx, shared with seed_averaged_rho) and the per-seed differences."""
+    (resamples idx, shared with seed_averaged_rho), the per-seed differences and, with two
+    seeds or more, their t-interval (the training noise); the verdict as for regrets."""
     per = _rho_rows(x1, y) - _rho_rows(x2, y)
     boots = _nanmean0(_rho_rows(x1[:, idx], y[:, idx]) - _rho_rows(x2[:, idx], y[:, idx]))
     boots = boots[np.isfinite(boots)]
     a = (1 - LEVEL) / 2
     ci = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
-    return {"diff": float(np.mean(per)), "lo": ci[0], "hi": ci[1], "per_seed": [float(v) for v in per],
-            "excludes_zero": excludes_zero(ci)}
+    out = {"diff": float(np.mean(per)), "lo": ci[0], "hi": ci[1], "per_seed": [float(v) for v in per],
+           "excludes_zero": excludes_zero(ci), "t_ci": t_interval(per)}
+    if out["t_ci"] is None:
+        out["verdict"] = "undecided: one training seed"
+    else:
+        same_side = out["excludes_zero"] and excludes_zero(out["t_ci"]) and (ci[1] < 0) == (out["t_ci"][1] < 0)
+        out["verdict"] = ("not distinguishable" if not same_side else "first ranks better" if ci[0] > 0
+                          else "val ppl ranks better")
+    return out

@@ -127,12 +127,18 @@ class Table:
                 return i
         raise KeyError(f"configuration {normalize(config)} is not in table {self.name!r}")
 
+    def worst_finite_test(self) -> float:
+        return max(v for t in self.test for v in t if finite(v))
+
     def mean_test(self, i: int) -> float:
-        vals = [t[i] for t in self.test]
+        """Configuration i's test ppl averaged over the seeds, a diverged seed (+inf, NaN) counted
+        as the table's worst finite test ppl (as the replays penalize a diverged pick)."""
+        worst = self.worst_finite_test()
+        vals = [v if finite(v) else worst for v in (t[i] for t in self.test)]
         return sum(vals) / len(vals)
 
     def best(self) -> int:
-        """The configuration (not the dense model) with the lowest test ppl, averaged over seeds."""
+        """The configuration (not the dense model) best in expectation: the lowest mean_test."""
         return min(range(1, len(self.configs)), key=lambda i: (self.mean_test(i), i))
 
     def off_plateau(self, threshold: float = PLATEAU_PPL) -> List[dict]:
@@ -201,6 +207,23 @@ def _with_defaults(args: dict) -> dict:
     return SearchConfig(**{k: v for k, v in args.items() if k in SearchConfig.__dataclass_fields__}).to_dict()
 
 
+def _config_mismatch(ours: List[Optional[dict]], theirs: List[Optional[dict]], first: str) -> str:
+    """Which configurations one seed lacks or adds against the first (at most three named)."""
+    from lshx.search.space import describe
+
+    h_ours = {config_hash(c): c for c in ours if c}
+    h_theirs = {config_hash(c): c for c in theirs if c}
+
+    def named(keys, where):
+        cs = [describe(where[k]) for k in sorted(keys)]
+        return ", ".join(cs[:3]) + (f" and {len(cs) - 3} more" if len(cs) > 3 else "")
+
+    lacks, adds = set(h_ours) - set(h_theirs), set(h_theirs) - set(h_ours)
+    parts = ([f"lacks {len(lacks)} of {first}'s: {named(lacks, h_ours)}"] if lacks else []) + \
+            ([f"adds {len(adds)}: {named(adds, h_theirs)}"] if adds else [])
+    return "; ".join(parts) or "the same configurations in another candidate order"
+
+
 def _read_table(db: RunDB, db_path, name: str) -> Table:
     tables = table_names(db)
     if name not in tables:
@@ -227,9 +250,8 @@ def _read_table(db: RunDB, db_path, name: str) -> Table:
             configs = cfgs
         elif [config_hash(c) if c else "dense" for c in cfgs] != [config_hash(c) if c else "dense"
                                                                   for c in configs]:
-            theirs, ours = {config_hash(c) for c in cfgs if c}, {config_hash(c) for c in configs if c}
-            raise ConfigError(f"table {name!r}: {tname} holds other configurations than {names[0]} "
-                              f"({len(ours - theirs)} of {names[0]}'s missing, {len(theirs - ours)} others)")
+            raise ConfigError(f"table {name!r}: {tname} holds other configurations than {names[0]} ("
+                              + _config_mismatch(configs, cfgs, names[0]) + ")")
         test = db.tests(options["seed"])
         missing = [c["cid"] for c in cands if c["eval_key"] not in test or test[c["eval_key"]] is None]
         if missing:

@@ -43,6 +43,9 @@ def check_table(table) -> None:
     lengths = {}
     for t, seed in enumerate(table.evals):
         dense = seed[0]
+        gone = next((e for e in sorted(dense) if dense[e].get("diverged")), None)
+        if gone is not None:
+            raise ConfigError(f"{who(t, 0)} diverged at epoch {gone}: no candidate can be compared with it")
         if with_spectra:
             for e in range(1, P + 1):
                 ev = dense.get(e)
@@ -55,8 +58,9 @@ def check_table(table) -> None:
                 lengths.setdefault("h", len(spec))
                 for label in extra:
                     x = (ev.get("extra") or {}).get(label)
-                    if not _spectrum_ok(x, lengths.get(label)):
-                        raise ConfigError(f"{who(t, 0)} has no {label} spectrum of the table's length at epoch {e}")
+                    if not _spectrum_ok(x, lengths.get(label)) or not all(map(_finite, x)):
+                        raise ConfigError(f"{who(t, 0)} has no finite {label} spectrum of the table's length at "
+                                          f"epoch {e}")
                     lengths.setdefault(label, len(x))
         for i, evs in enumerate(seed):
             last = max(evs, default=0)
