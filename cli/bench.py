@@ -35,6 +35,14 @@ def _variant(ctx, param, value):
     return out
 
 
+DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+DENSITIES = click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1),
+                         show_default=True)
+BATCH = click.option("--batch", type=int, default=20, show_default=True)
+REPEATS = click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
+                       help="Interleaved rounds (cases timed round-robin).")
+
+
 @bench_group.command("ls-step")
 @click.option("--hidden", type=int, default=256, show_default=True)
 @click.option("--layers", type=int, default=2, show_default=True)
@@ -50,7 +58,7 @@ def _variant(ctx, param, value):
                    "(float32 or float64; default the model's), repeatable.")
 @click.option("--no-authors", is_flag=True, help="Skip the authors' algorithm (8 s a step at H = 1500).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved rounds.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@DEVICE
 @click.option("--json", "as_json", is_flag=True)
 def ls_step_cmd(hidden, layers, k, samples, steps, density, checkpoint, variants, no_authors, repeats, device,
                 as_json):
@@ -98,16 +106,12 @@ def format_table(rows, keys):
     return fmt(rows, keys)
 
 
-REPEATS = click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
-                       help="Interleaved rounds (cases timed round-robin).")
-
-
 @bench_group.command("matmul")
 @click.option("--out-features", type=int, default=6000, show_default=True, help="4H of the paper's LSTM.")
 @click.option("--in-features", type=int, default=1500, show_default=True)
-@click.option("--batch", type=int, default=20, show_default=True)
-@click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@BATCH
+@DENSITIES
+@DEVICE
 @click.option("--train", is_flag=True, help="Forward and backward instead of inference.")
 @click.option("--path", type=click.Choice(["auto", "csr", "dense"]), default="auto", show_default=True,
               help="lshx's path: what masked_linear picks, or forced.")
@@ -127,10 +131,10 @@ def matmul_cmd(out_features, in_features, batch, densities, device, train, path,
 
 @bench_group.command("recurrence")
 @click.option("--hidden", type=int, default=1500, show_default=True, help="The paper's LSTM size.")
-@click.option("--batch", type=int, default=20, show_default=True)
+@BATCH
 @click.option("--steps", type=int, default=35, show_default=True)
-@click.option("--density", "densities", type=float, multiple=True, default=(0.33, 0.1), show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@DENSITIES
+@DEVICE
 @REPEATS
 @click.option("--json", "as_json", is_flag=True)
 def recurrence_cmd(hidden, batch, steps, densities, device, repeats, as_json):
@@ -150,7 +154,7 @@ def recurrence_cmd(hidden, batch, steps, densities, device, repeats, as_json):
 @click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
 @click.option("--density", type=float, default=0.33, show_default=True)
 @click.option("--batches", type=int, default=20, show_default=True, help="Training batches per case and round.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@DEVICE
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved rounds (each case trains --batches batches per round).")
 @click.option("--json", "as_json", is_flag=True)
