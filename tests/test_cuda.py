@@ -260,6 +260,37 @@ def test_fused_lstm_training_on_cuda_matches_the_loop():
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
 
 
+def test_fused_lstm_weights_are_flat_for_cudnn_and_train_without_copies():
+    """After .cuda() each layer's four parameters share one buffer in cuDNN's layout, so cuDNN
+    warns of no per-call copy; the numbers are those of the CPU model."""
+    import warnings
+
+    from lshx.models import LSTMLM
+
+    torch.manual_seed(0)
+    cpu = LSTMLM(60, 24, 24, 2, dropout=0.0)
+    model = LSTMLM(60, 24, 24, 2, dropout=0.0)
+    model.load_state_dict(cpu.state_dict())
+    model = model.cuda()
+    for k in range(2):
+        ws = model.rnn.layer_weights(k)
+        assert len({w.untyped_storage().data_ptr() for w in ws}) == 1, f"layer {k} is not flat"
+    masks = {n: torch.rand(p.shape) < 0.4 for n, p in cpu.named_parameters() if p.dim() == 2}
+    for m in (cpu, model):
+        m.set_masks({n: v.to(next(m.parameters()).device) for n, v in masks.items()})
+        m.apply_masks_()
+    ids = torch.randint(0, 60, (9, 4))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*contiguous chunk.*")
+        logits, _ = model(ids.cuda())
+        logits.square().mean().backward()
+    ref, _ = cpu(ids)
+    ref.square().mean().backward()
+    torch.testing.assert_close(logits.cpu(), ref, atol=1e-4, rtol=1e-4)
+    for (n, p), (_, q) in zip(model.named_parameters(), cpu.named_parameters()):
+        torch.testing.assert_close(p.grad.cpu(), q.grad, atol=1e-4, rtol=1e-3, msg=n)
+
+
 def test_cuda_dropout_stream_survives_a_resume(tmp_path):
     """Epochs 1+2 in one trainer equal epoch 1, checkpoint, a new trainer, epoch 2: the CUDA
     generator (dropout) is saved and restored with the CPU one."""

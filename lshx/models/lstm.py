@@ -39,6 +39,31 @@ class StackedLSTM(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.flatten_parameters()
+        return out
+
+    def flatten_parameters(self) -> None:
+        """On CUDA with cuDNN: each layer's four parameters become views of one buffer in cuDNN's
+        layout (nn.LSTM.flatten_parameters, per layer), so that the fused path, which calls
+        cuDNN once per layer, does not copy them into a buffer on every call. A no-op elsewhere;
+        rerun after anything that gives a parameter new storage (`.to()` does it itself)."""
+        first = self.weight_ih_l0
+        if first.device.type != "cuda" or not torch.backends.cudnn.is_acceptable(first):
+            return
+        import torch.backends.cudnn.rnn as cudnn_rnn
+
+        with torch.cuda.device_of(first), torch.no_grad():
+            if not torch._use_cudnn_rnn_flatten_weight():
+                return
+            for k in range(self.num_layers):
+                ws = list(self.layer_weights(k))
+                if len({w.dtype for w in ws}) != 1 or len({w.data_ptr() for w in ws}) != len(ws):
+                    continue  # (mixed dtypes or aliased parameters: cuDNN copies, as nn.LSTM does then)
+                torch._cudnn_rnn_flatten_weight(ws, 4, ws[0].shape[1], cudnn_rnn.get_cudnn_mode("LSTM"),
+                                                self.hidden_size, 0, 1, False, False)
+
     def layer_weights(self, k: int):
         return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
                 getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}"))
