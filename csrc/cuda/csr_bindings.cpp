@@ -18,6 +18,13 @@ static void check_csr(const at::Tensor& x, const at::Tensor& crow, const at::Ten
   TORCH_CHECK(crow.dim() == 1 && crow.numel() >= 1, "csr_linear: crow must be a non-empty vector");
 }
 
+// Calls f with col's data as the kernels read it: int32 (CSRStructure's) or int64, unconverted.
+template <class F>
+static cudaError_t with_index(const at::Tensor& col, F f) {
+  if (col.scalar_type() == at::kInt) return f(col.data_ptr<int32_t>());
+  return f(col.data_ptr<int64_t>());
+}
+
 // (in x B) batch-last copy of the (B x in) rows of x
 static at::Tensor batch_last(const at::Tensor& x, int64_t in) { return x.reshape({-1, in}).t().contiguous(); }
 
@@ -35,13 +42,14 @@ static at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, c
   LSHX_DEVICE_GUARD(x);
   auto xt = batch_last(x, in);
   const int64_t B = xt.size(1);
-  auto col = col_.to(at::kLong).contiguous();  // the kernels read int64 indices
+  auto col = col_.contiguous(), crow_c = crow.contiguous(), val_c = val.contiguous();
   auto yt = at::empty({out, B}, x.options());
   auto b = has_bias ? bias->contiguous() : at::Tensor();
-  LSHX_CUDA_OK(cuda::csr_spmm_bt(xt.data_ptr<float>(), crow.contiguous().data_ptr<int64_t>(),
-                                 col.data_ptr<int64_t>(), val.contiguous().data_ptr<float>(),
-                                 has_bias ? b.data_ptr<float>() : nullptr, yt.data_ptr<float>(), out, B,
-                                 c10::cuda::getCurrentCUDAStream()));
+  LSHX_CUDA_OK(with_index(col, [&](auto idx) {
+    return cuda::csr_spmm_bt(xt.data_ptr<float>(), crow_c.data_ptr<int64_t>(), idx, val_c.data_ptr<float>(),
+                             has_bias ? b.data_ptr<float>() : nullptr, yt.data_ptr<float>(), out, B,
+                             c10::cuda::getCurrentCUDAStream());
+  }));
   auto sizes = x.sizes().vec();
   sizes.back() = out;
   return yt.t().contiguous().reshape(sizes);
@@ -66,16 +74,19 @@ static std::tuple<at::Tensor, at::Tensor> csr_linear_backward_cuda(const at::Ten
   LSHX_DEVICE_GUARD(x);
   auto xt = batch_last(x, in), gt = batch_last(grad, out);
   const int64_t B = xt.size(1);
-  auto col = col_.to(at::kLong).contiguous(), tcol = tcol_.to(at::kLong).contiguous();
+  auto col = col_.contiguous(), tcol = tcol_.contiguous(), crow_c = crow.contiguous(), tcrow_c = tcrow.contiguous();
   auto tval = val.index_select(0, tperm).contiguous();
   auto gxt = at::empty({in, B}, x.options());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  LSHX_CUDA_OK(cuda::csr_spmm_bt(gt.data_ptr<float>(), tcrow.contiguous().data_ptr<int64_t>(),
-                                 tcol.data_ptr<int64_t>(), tval.data_ptr<float>(), nullptr, gxt.data_ptr<float>(), in,
-                                 B, stream));
+  LSHX_CUDA_OK(with_index(tcol, [&](auto idx) {
+    return cuda::csr_spmm_bt(gt.data_ptr<float>(), tcrow_c.data_ptr<int64_t>(), idx, tval.data_ptr<float>(), nullptr,
+                             gxt.data_ptr<float>(), in, B, stream);
+  }));
   auto gw = at::empty({out, in}, x.options());
-  LSHX_CUDA_OK(cuda::csr_sddmm_bt(xt.data_ptr<float>(), gt.data_ptr<float>(), crow.contiguous().data_ptr<int64_t>(),
-                                  col.data_ptr<int64_t>(), gw.data_ptr<float>(), out, in, B, stream));
+  LSHX_CUDA_OK(with_index(col, [&](auto idx) {
+    return cuda::csr_sddmm_bt(xt.data_ptr<float>(), gt.data_ptr<float>(), crow_c.data_ptr<int64_t>(), idx,
+                              gw.data_ptr<float>(), out, in, B, stream);
+  }));
   return {gxt.t().contiguous().reshape(x.sizes()), gw};
 }
 

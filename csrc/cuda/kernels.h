@@ -17,12 +17,17 @@ cudaError_t row_combine(const float* w, const float* coef, const float* diag, fl
 // out[s, j] = log|r[s, j, j]| for a batch of K upper-triangular k x k blocks, row-major.
 cudaError_t log_abs_diag(const float* r, float* out, int64_t K, int64_t k, cudaStream_t stream);
 
-// Batch-last CSR SpMM: yt (rows x B) = W (rows x cols, CSR) @ xt (cols x B) (+ bias per row).
+// Batch-last CSR SpMM: yt (rows x B) = W (rows x cols, CSR) @ xt (cols x B) (+ bias per row);
+// int32 or int64 column indices.
+cudaError_t csr_spmm_bt(const float* xt, const int64_t* crow, const int32_t* col, const float* val,
+                        const float* bias, float* yt, int64_t rows, int64_t B, cudaStream_t stream);
 cudaError_t csr_spmm_bt(const float* xt, const int64_t* crow, const int64_t* col, const float* val,
                         const float* bias, float* yt, int64_t rows, int64_t B, cudaStream_t stream);
 
 // Dense gw (rows x cols) = (gt @ xt^T) at the nonzeros of the CSR structure, zero elsewhere;
 // gt (rows x B), xt (cols x B).
+cudaError_t csr_sddmm_bt(const float* xt, const float* gt, const int64_t* crow, const int32_t* col, float* gw,
+                         int64_t rows, int64_t cols, int64_t B, cudaStream_t stream);
 cudaError_t csr_sddmm_bt(const float* xt, const float* gt, const int64_t* crow, const int64_t* col, float* gw,
                          int64_t rows, int64_t cols, int64_t B, cudaStream_t stream);
 
