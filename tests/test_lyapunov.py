@@ -10,6 +10,8 @@ from lshx.errors import ConfigError
 from lshx.lyapunov import LSConfig, sample_windows
 from lshx.lyapunov import model_spectrum as lyapunov_spectrum
 from lshx.lyapunov.loop import run
+from lshx.lyapunov.step_fn import lyapunov_spectrum_fn
+from lshx.lyapunov.torch_nn import lyapunov_spectrum as lyapunov_spectrum_module
 
 
 def run_spectrum(stepper, state0, tokens, N, k, cfg, dtype):
@@ -247,19 +249,19 @@ def test_collapsed_layer_gives_finite_floor_exponents():
 
 # ----------------------------------------------------------------------------- the adaptive interval
 def test_the_adaptive_interval_follows_the_spread_and_the_dtype():
-    from lshx.lyapunov.qr import AUTO_MAX, next_interval, resolvable_nats
+    from lshx.lyapunov.qr import AUTO_MAX, GROWTH, next_interval, resolvable_nats
 
     f64, f32 = torch.float64, torch.float32
     assert resolvable_nats(f32) == pytest.approx(0.5 * math.log(2 ** 23))
     # one step whose columns grew log 1 .. log e^-2: spread 2 nats a step
     logr = torch.tensor([[0.0, -1.0, -2.0]], dtype=f64)
-    assert next_interval(logr, 1, f64) == 2  # at most double, whatever the spread allows
-    assert next_interval(logr * 4, 4, f64) == min(8, int(resolvable_nats(f64) // 2))
+    assert GROWTH == 4 and next_interval(logr, 1, f64) == 4  # at most 4-fold, whatever the spread allows
+    assert next_interval(logr * 4, 4, f64) == min(16, int(resolvable_nats(f64) // 2))
     assert next_interval(logr * 4, 4, f32) == int(resolvable_nats(f32) // 2)  # 7 nats / 2 = 3
     assert next_interval(torch.tensor([[0.0, -30.0]], dtype=f64), 1, f64) == 1  # too wide for any m > 1
     # a column at the floor (a direction already annihilated) does not shrink the interval
     dead = math.log(torch.finfo(f64).tiny)
-    assert next_interval(torch.tensor([[0.0, -1.0, dead]], dtype=f64), 1, f64) == 2
+    assert next_interval(torch.tensor([[0.0, -1.0, dead]], dtype=f64), 1, f64) == 4
     # the worst sample decides; no spread at all: as long as allowed
     assert next_interval(torch.tensor([[0.0, -0.1], [0.0, -20.0]], dtype=f64), 1, f64) == 1
     assert next_interval(torch.zeros(1, 3, dtype=f64), 8, f64) == min(16, AUTO_MAX)
@@ -279,3 +281,73 @@ def test_auto_takes_fewer_qrs_where_the_spectrum_allows_and_gives_the_same_expon
     auto, qra = run(adv, tan, torch.zeros(1, 4, dtype=torch.float64), 1, 300, 4, 4, like, reorth_every="auto")
     assert qr1 == 300 and qra < 40  # spread 1.1 nats a step: intervals of 16
     torch.testing.assert_close(auto, one, atol=1e-12, rtol=0)
+
+
+def test_the_adaptive_interval_keeps_every_column_above_underflow():
+    from lshx.lyapunov.qr import magnitude_nats, next_interval
+
+    f32 = torch.float32
+    # one column (no spread) decaying 7 nats a step: at most magnitude / 7 steps, not 16
+    logr = torch.tensor([[-7.0]], dtype=f32)
+    assert next_interval(logr * 4, 4, f32) == int(magnitude_nats(f32) // 7) == 6
+    assert magnitude_nats(f32) == pytest.approx(0.5 * -math.log(torch.finfo(f32).tiny))
+
+
+def test_an_interval_is_checked_after_the_fact():
+    from lshx.lyapunov.qr import alive_columns, interval_held, resolvable_nats
+
+    f64 = torch.float64
+    ok = torch.tensor([[0.0, -5.0]], dtype=f64)
+    alive = alive_columns(ok)
+    assert interval_held(ok, alive, f64)
+    assert not interval_held(torch.tensor([[0.0, -1.3 * resolvable_nats(f64)]], dtype=f64), alive, f64)
+    assert not interval_held(torch.tensor([[0.0, float("nan")]], dtype=f64), alive, f64)
+    underflowed = torch.tensor([[0.0, math.log(torch.finfo(f64).tiny)]], dtype=f64)
+    assert not interval_held(underflowed, alive, f64)  # alive before, at the floor now
+    assert interval_held(underflowed, alive_columns(underflowed), f64)  # already annihilated: nothing lost
+
+
+def test_auto_equals_every_step_where_columns_would_underflow():
+    """A uniformly contracting tanh RNN (every exponent near -7 nats a step, no spread): in
+    float32 long intervals underflowed every column; the magnitude guard keeps auto exact."""
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(4, 8, batch_first=True)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(torch.eye(8) * 1e-3 + 1e-5 * torch.randn(8, 8))
+    x = torch.rand(2, 120, 4)
+    for k in (1, 8):
+        one = lyapunov_spectrum_module(rnn, x, k=k, reorth_every=1)
+        auto = lyapunov_spectrum_module(rnn, x, k=k, reorth_every="auto")
+        torch.testing.assert_close(auto, one, atol=1e-4, rtol=0)
+
+
+def test_auto_redoes_an_interval_whose_spread_grew_inside_it():
+    """A linear map whose spread jumps from 0 to 12 nats a step at step 31, in the middle of
+    a 16-step interval: the closing QR shows the loss, the interval is redone step by step."""
+    torch.manual_seed(0)
+    N, T, calm = 4, 100, 31
+    mats = []
+    for t in range(T):
+        O, _ = torch.linalg.qr(torch.randn(N, N, dtype=torch.float64))
+        d = torch.ones(N, dtype=torch.float64) if t < calm else torch.exp(-12.0 * torch.arange(N, dtype=torch.float64))
+        mats.append(torch.diag(d) @ O)
+    x = torch.stack(mats).reshape(1, T, N * N)
+    step = lambda h, xt: xt.view(N, N) @ h  # noqa: E731
+    h0 = torch.zeros(N, dtype=torch.float64)
+    one = lyapunov_spectrum_fn(step, h0, x, reorth_every=1)
+    auto = lyapunov_spectrum_fn(step, h0, x, reorth_every="auto")
+    assert float(one[-1]) < -23  # (what was lost before: auto read -18.7)
+    torch.testing.assert_close(auto, one, atol=1e-9, rtol=0)
+
+
+def test_the_reference_honours_the_tangent_dtype():
+    from lshx.models import LSTMLM
+
+    torch.manual_seed(0)
+    m = LSTMLM(20, emb_size=6, hidden_size=5, num_layers=2)
+    tok = torch.randint(0, 20, (2, 15))
+    r32 = lyapunov_spectrum(m, tok, LSConfig(impl="reference", steps=5, warmup=3)).spectrum
+    r64 = lyapunov_spectrum(m, tok, LSConfig(impl="reference", steps=5, warmup=3, tangent_dtype="float64")).spectrum
+    f64 = lyapunov_spectrum(m, tok, LSConfig(impl="fast", steps=5, warmup=3, tangent_dtype="float64")).spectrum
+    assert r32 != r64
+    assert max(abs(a - b) for a, b in zip(r64, f64)) < 1e-6

@@ -76,7 +76,7 @@ __global__ void householder_kernel(float* __restrict__ a_all, float* __restrict_
         sh_v0 = v0;
         sh_beta = -v0 / alpha;  // tau = (alpha - x0) / alpha, with v scaled so that v[0] = 1
         a[j * k + j] = alpha;
-        logr[j] = logf(fmaxf(fabsf(alpha), FLT_MIN));
+        logr[j] = isnan(alpha) ? alpha : logf(fmaxf(fabsf(alpha), FLT_MIN));  // NaN stays NaN, as on the CPU
       }
       tau[j] = sh_beta;
     }

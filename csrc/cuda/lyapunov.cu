@@ -30,7 +30,8 @@ __global__ void log_abs_diag_kernel(const float* __restrict__ r, float* __restri
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
     const int64_t s = idx / k, j = idx % k;
-    out[idx] = logf(fmaxf(fabsf(r[(s * k + j) * k + j]), FLT_MIN));  // never -inf, as on the CPU
+    const float d = r[(s * k + j) * k + j];
+    out[idx] = isnan(d) ? d : logf(fmaxf(fabsf(d), FLT_MIN));  // never -inf, NaN stays NaN: as on the CPU
   }
 }
 

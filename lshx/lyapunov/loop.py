@@ -17,15 +17,16 @@ import torch
 
 from lshx.errors import ConfigError
 from lshx.lyapunov.config import AUTO, WARMUP_MODES, check_reorth
-from lshx.lyapunov.qr import next_interval, qr_function
+from lshx.lyapunov.qr import AUTO_MAX, alive_columns, interval_held, next_interval, qr_function
 
 
 def run(advance: Callable, tangent: Callable, state, K: int, steps: int, N: int, k: int, like: torch.Tensor, *,
         warmup: int = 0, warmup_mode: str = "advance", qr: str = "householder",
         reorth_every: Union[int, str] = 1) -> Tuple[torch.Tensor, int]:
     """Eq. 1 over steps 0..steps-1 of a recurrence given by advance(state, t) -> state and
-    tangent(state, t, B) -> (state, J B). Returns ((K, k) exponents per sample, natural log
-    per counted step, unsorted: column order of B; the number of QRs taken)."""
+    tangent(state, t, B) -> (state, J B), both pure (the adaptive interval may step an interval
+    again from its start). Returns ((K, k) exponents per sample, natural log per counted step,
+    unsorted: column order of B; the number of QRs taken, discarded ones included)."""
     if warmup_mode not in WARMUP_MODES:
         raise ConfigError(f"unknown warmup_mode {warmup_mode!r}; allowed: {', '.join(WARMUP_MODES)}")
     reorth_every = check_reorth(reorth_every)
@@ -38,26 +39,38 @@ def run(advance: Callable, tangent: Callable, state, K: int, steps: int, N: int,
         raise ConfigError(f"k must be in [1, N = {N}], got {k}")
     qrf = qr_function(qr, like)
     B = torch.eye(N, k, dtype=like.dtype, device=like.device).expand(K, N, k).contiguous()
-    acc = torch.zeros(K, k, dtype=like.dtype, device=like.device)
-    interval = 1 if reorth_every == AUTO else reorth_every
-    since, qrs = 0, 0
-    for t in range(steps):
-        if t < warmup and warmup_mode == "advance":
+    for t in range(warmup):
+        if warmup_mode == "advance":
             state = advance(state, t)
-            continue
+        else:  # the aligned warm-up: propagated and re-orthonormalized, not counted
+            state, JB = tangent(state, t, B)
+            B = qrf(JB.detach())[0]
+    acc = torch.zeros(K, k, dtype=like.dtype, device=like.device)
+    auto = reorth_every == AUTO
+    interval, longest = (1, AUTO_MAX) if auto else (reorth_every, reorth_every)
+    alive = torch.ones(K, k, dtype=torch.bool, device=like.device)
+    since, qrs, t = 0, 0, warmup
+    start = (state, B, t)
+    while t < steps:
         state, JB = tangent(state, t, B)
         JB = JB.detach()
-        if t < warmup:  # the aligned warm-up: propagated and re-orthonormalized, not counted
-            B = qrf(JB)[0]
-            continue
         since += 1
         if since >= interval or t == steps - 1:
-            B, logr = qrf(JB)
-            acc += logr
+            Q, logr = qrf(JB)
             qrs += 1
-            if reorth_every == AUTO:
-                interval = next_interval(logr, since, B.dtype)
+            if auto and since > 1 and not interval_held(logr, alive, Q.dtype):
+                # the spread grew inside the interval: redo it with a QR at every step, and
+                # never again take an interval as long as this one
+                state, B, t = start
+                longest, interval, since = max(1, since // 2), 1, 0
+                continue
+            B, acc = Q, acc + logr
+            if auto:
+                alive = alive_columns(logr)
+                interval = next_interval(logr, since, B.dtype, longest)
             since = 0
+            start = (state, B, t + 1)
         else:
             B = JB
+        t += 1
     return acc / counted, qrs

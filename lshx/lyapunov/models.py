@@ -108,7 +108,7 @@ class ReferenceStepper:
             return self.model.step(tok, state)[0]
 
     def tangent(self, state, tok, B):
-        J = self.jacobian(state, tok)
+        J = self.jacobian(state, tok).to(B.dtype)  # (a float64 tangent: J from the model's dtype, as the fast path)
         JB = (J.transpose(1, 2) if self.cfg.propagate == "JT" else J) @ B
         return self.advance(state, tok), JB
 
@@ -207,8 +207,7 @@ def exponents(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig, k: Optional[
         new, JB = st.tangent(state, tokens[:, t], B)
         return detach_state(new), JB
 
-    like = p.detach() if cfg.impl == "reference" else torch.zeros((), dtype=_tangent_dtype(model, cfg),
-                                                                     device=p.device)
+    like = torch.zeros((), dtype=_tangent_dtype(model, cfg), device=p.device)
     with torch.set_grad_enabled(cfg.impl == "reference"):
         return run(advance, tangent, model.init_state(K), K, total, N, k or cfg.k or N, like,
                    warmup=cfg.warmup, warmup_mode=cfg.warmup_mode, qr=cfg.qr, reorth_every=cfg.reorth_every)

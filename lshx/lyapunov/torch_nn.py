@@ -68,7 +68,7 @@ class _ModuleSteps:
             self.b.append((p(f"bias_ih_l{l}") if rnn.bias else zero, p(f"bias_hh_l{l}") if rnn.bias else zero))
         # layer 0's input projections of every step at once: (K, T, G*H)
         self.x0 = torch.matmul(x, self.W[0][0].t()) + self.b[0][0]
-        self.combine = ops.row_combine_ref if (x.is_cuda and x.dtype != torch.float32) else ops.row_combine
+        self.combine = ops.row_combine
 
     # ---------------------------------------------------------------- forward
     def _layer(self, l: int, xp: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor]):

@@ -24,8 +24,10 @@ def lyapunov_step_ref(jb):
 
 
 def row_combine(w: torch.Tensor, coef: torch.Tensor, diag: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Jacobian block sum_g diag(coef[:, g]) @ W_g (+ diag(diag)) for a batch of K samples."""
-    if use_native():
+    """Jacobian block sum_g diag(coef[:, g]) @ W_g (+ diag(diag)) for a batch of K samples
+    (the CUDA kernel takes float32: another dtype on CUDA, e.g. a float64 tangent, goes through
+    the reference)."""
+    if use_native() and not (w.is_cuda and w.dtype != torch.float32):
         return torch.ops.lshx.row_combine(w, coef, w.new_empty(0) if diag is None else diag)
     return row_combine_ref(w, coef, diag)
 
