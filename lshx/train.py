@@ -171,6 +171,9 @@ class Trainer:
             # by default the dense gradient is clipped, as Selfish-RNN does; masking.step masks it after
             torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
             if self.masking is not None:
+                # a topology update reads the weights: never on diverged ones (one sync, only then)
+                if self.masking.update_due() and not math.isfinite(float(total)):
+                    return self._diverged(bar)
                 self.masking.step(self.optimizer)
             else:
                 self.optimizer.step()
@@ -242,14 +245,14 @@ class Trainer:
         topo = None
         # no topology update in the epoch that switches to SNT-ASGD (Selfish-RNN's main.py)
         if (self.masking is not None and not self.cfg.dst.update_every and self.epoch < self.cfg.epochs
-                and not switch):
+                and not switch and not self.diverged):
             topo = self.masking.update_topology(self.optimizer)
         if switch:
             self._switch_to_asgd()
         self.epoch_seconds.append(time.perf_counter() - t0)
         return {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                 "val_ppl": perplexity(val_loss), "topology": topo, "asgd": self.asgd_active,
-                "seconds": self.epoch_seconds[-1]}
+                "seconds": self.epoch_seconds[-1], "diverged": self.diverged}
 
     def _switch_to_asgd(self) -> None:
         log(f"epoch {self.epoch}: switching to SNT-ASGD", self.quiet)

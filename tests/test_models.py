@@ -177,6 +177,29 @@ def test_fused_lstm_masks_weights_not_known_to_be_exact():
     assert "rnn.weight_hh_l0" not in model.exact_masked()
 
 
+def test_exactness_is_lost_by_an_in_place_mask_edit_or_a_swapped_parameter():
+    """exact() must not vouch for a weight after its mask was edited in place (same object,
+    new version) or after the parameter itself was replaced (load_state_dict(assign=True))."""
+    model = _masked_lstm()
+    assert model.exact_masked() == set(model.masks)
+    name = "rnn.weight_hh_l0"
+    on = model.masks[name].nonzero()[0]
+    model.masks[name][on[0], on[1]] = False  # in place: the weight there is no longer zero off the mask
+    assert name not in model.exact_masked()
+    model.apply_masks_()
+    assert name in model.exact_masked()
+    dense = {n: torch.randn_like(p) for n, p in model.state_dict().items()}
+    model.load_state_dict(dense, assign=True)
+    assert model.exact_masked() == set()
+    model.eval()
+    ids = torch.randint(0, 40, (7, 2))
+    model.rnn.fused = True
+    fused, _ = model(ids)
+    model.rnn.fused = False
+    loop, _ = model(ids)
+    torch.testing.assert_close(fused, loop, atol=1e-10, rtol=0)
+
+
 def test_masks_follow_the_model_to_another_dtype_or_device():
     model = _masked_lstm(dtype=torch.float32)
     before = {n: m.clone() for n, m in model.masks.items()}

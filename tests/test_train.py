@@ -317,3 +317,59 @@ def test_a_diverging_epoch_is_flagged(tiny_data):
     tr = Trainer(cfg, quiet=True, progress=False)
     losses = [tr.train_epoch() for _ in range(3)]
     assert tr.diverged and math.isnan(losses[-1])
+
+
+def test_the_epoch_loss_is_the_mean_of_the_batch_losses_and_checked_mid_epoch(tiny_data, monkeypatch):
+    """More batches than CHECK_EVERY: the mid-epoch check runs, and the reported loss is the
+    token-weighted mean of the per-batch losses, as reading each back would give."""
+    import lshx.train as T
+    from lshx.train import TrainConfig, Trainer
+
+    monkeypatch.setattr(T, "CHECK_EVERY", 2)
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=5)
+    tr = Trainer(cfg, quiet=True, progress=False)
+    seen = []
+    real = T.F.cross_entropy
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.append((out.detach(), a[1].numel()))  # (read after the epoch: no sync of the test's own)
+        return out
+
+    monkeypatch.setattr(T.F, "cross_entropy", spy)
+    with _OpLog() as log:
+        loss = tr.train_epoch()
+    assert len(seen) == 5
+    assert loss == sum(float(v) * n for v, n in seen) / sum(n for _, n in seen)
+    assert log.ops.count("_local_scalar_dense") + log.ops.count("item") == 3  # after batches 2, 4 and at the end
+
+
+def test_a_divergence_stops_the_epoch_before_a_topology_update(tiny_data):
+    """update_every > 0: a NaN loss mid-epoch is caught before the update reads the weights,
+    not CHECK_EVERY batches later."""
+    from lshx.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=12,
+                                  dst={"density": 0.33, "update_every": 3})
+    tr = Trainer(cfg, quiet=True, progress=False)
+    updates = []
+    real = tr.masking.update_topology
+    tr.masking.update_topology = lambda *a, **k: updates.append(tr.masking.steps) or real(*a, **k)
+    with torch.no_grad():
+        tr.model.encoder.weight[:] = float("inf")
+    loss = tr.train_epoch()
+    assert tr.diverged and math.isnan(loss) and updates == []
+    r = tr.run_epoch()
+    assert r["diverged"]
+
+
+def test_a_validation_divergence_updates_no_topology(tiny_data, monkeypatch):
+    from lshx.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.from_preset("ptb-lstm", "smoke", data=tiny_data, max_batches=3, epochs=3)
+    tr = Trainer(cfg, quiet=True, progress=False)
+    monkeypatch.setattr(tr, "evaluate_averaged", lambda split="valid": float("nan"))
+    calls = []
+    tr.masking.update_topology = lambda *a, **k: calls.append(1)
+    r = tr.run_epoch()
+    assert r["diverged"] and tr.diverged and calls == []

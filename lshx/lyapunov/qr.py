@@ -1,8 +1,10 @@
 """The QR choices of the Lyapunov loop and the adaptive re-orthonormalization interval.
 
 Each QR function maps J.B, a (K, N, k) batch, to (Q, log|diag R|), |R_ii| floored at the
-dtype's smallest normal number (a direction a masked-out unit annihilates counts
-log(tiny), never -inf).
+dtype's smallest normal number: never -inf. A direction a masked-out unit annihilates reads
+log(tiny) only where its R_ii is exactly 0 (the first QR from B = I); later it reads the
+rounding left in it, about log(eps * |J|), which depends on the dtype and the QR (around -9
+in float32, -30 in float64).
 """
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[Stat
     when None; an LSTM's is (h0, c0)). The state vector is [h_0, ..., h_{L-1}]; for an LSTM,
     state="h" holds c fixed in the Jacobian (as lshx does) and "hc" uses the full state
     [h_0, c_0, h_1, c_1, ...]. The first `warmup` steps only advance the state. Dropout is
-    not applied (eval behaviour). Returns the k largest-first exponents, natural log per
+    not applied (eval behaviour). Returns the exponents of B's first k columns (after a long
+    run, the k largest), sorted largest first, natural log per
     step, in the module's dtype: shape (k,) averaged over the K sequences, or (K, k) with
     per_sample=True. qr: householder (LAPACK), cholqr2 or batched; reorth_every: QR every m
     steps, or "auto" (the default: m from the spread of the last QR's exponents and the dtype,

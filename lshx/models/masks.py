@@ -18,8 +18,8 @@ class MaskTable:
         self.module = module
         self.selectable = None if selectable is None else set(selectable)
         self.masks: Dict[str, torch.Tensor] = {}
-        # name -> (mask, weight version) recorded by apply_: while both are unchanged the
-        # weight is known to be exactly zero outside its mask (see exact)
+        # name -> (mask, its version, parameter, its version) recorded by apply_: while all
+        # are unchanged the weight is known to be exactly zero outside its mask (see exact)
         self._applied: Dict[str, tuple] = {}
 
     def set(self, masks: Optional[Dict[str, torch.Tensor]]) -> None:
@@ -50,11 +50,14 @@ class MaskTable:
             if names:
                 torch._foreach_mul_([params[n] for n in names],
                                     [mask_as(self.masks[n], params[n].dtype) for n in names])
-        self._applied = {name: (m, params[name]._version) for name, m in self.masks.items()}
+        self._applied = {name: (m, m._version, params[name], params[name]._version)
+                         for name, m in self.masks.items()}
 
     def exact(self) -> Set[str]:
         """The masked weights known to be exactly zero outside their masks: apply_ ran since the
-        mask was set and nothing has written to the weight since (its version is unchanged)."""
+        mask was set, and neither the mask nor the weight has been replaced or written in place
+        since (same objects, same versions). Writes through `.data` move no version: call
+        apply_ (or set the masks again) after them."""
         params = dict(self.module.named_parameters())
-        return {n for n, (m, v) in self._applied.items()
-                if self.masks.get(n) is m and n in params and params[n]._version == v}
+        return {n for n, (m, mv, p, pv) in self._applied.items()
+                if self.masks.get(n) is m and m._version == mv and params.get(n) is p and p._version == pv}

@@ -143,6 +143,10 @@ class Masking:
         loop that steps the optimizer itself (e.g. through accelerate or Lightning)."""
         self.mask_grads()
 
+    def update_due(self) -> bool:
+        """Whether the next after_step updates the topology (update_every says so)."""
+        return bool(self.cfg.update_every) and (self.steps + 1) % self.cfg.update_every == 0
+
     def after_step(self, optimizer: torch.optim.Optimizer) -> bool:
         """What step() does after the optimizer stepped: re-masks the weights and every
         per-element optimizer buffer, counts the step and updates the topology when
