@@ -1,5 +1,6 @@
-"""The DST engine: owns the masks of a MaskedLM, keeps weights/grads/optimizer state exact
-outside them, and updates the topology (death, redistribution, growth)."""
+"""The DST engine: owns the masks of a MaskedLM, keeps weights and optimizer state exactly zero
+outside them (and the gradients, for an optimizer that is not elementwise), and updates the
+topology (death, redistribution, growth)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import torch
 from lshx.errors import ConfigError
 from lshx.models.base import MaskedLM
 from lshx.ops import mask_as
+from lshx.optim import SparseASGD
 from lshx.sparse import death as D
 from lshx.sparse.config import DSTConfig
 from lshx.sparse.densities import allocate, largest_mask, layer_counts, random_mask
@@ -19,6 +21,13 @@ THRESHOLD_TOLERANCE = 0.02  # threshold death: adapt until the removals are with
 
 
 MASK_INITS = ("random", "magnitude")
+
+# Optimizers whose update of an element reads only that element's gradient, weight and state:
+# the gradients off the masks change nothing on the masks (weights and buffers are re-masked
+# after the step), so step() does not mask them first (tests/test_sparse.py checks the
+# weights and buffers bit for bit). Exactly these classes: a subclass may do otherwise.
+ELEMENTWISE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.ASGD, torch.optim.Adagrad,
+               torch.optim.RMSprop, SparseASGD)
 
 
 class Masking:
@@ -114,8 +123,9 @@ class Masking:
     def step(self, optimizer: torch.optim.Optimizer, closure=None, scaler=None) -> bool:
         """Masks the gradients, steps the optimizer, re-masks the weights. Returns True when
         the step count triggered a topology update (update_every > 0). The active weights get
-        the step Selfish-RNN's gives them (it steps every weight, then re-masks); masking the
-        gradients first keeps weight decay and every optimizer buffer exactly zero outside.
+        the step Selfish-RNN's gives them (it steps every weight, then re-masks); the gradients are
+        masked first (weight decay and every buffer then stay zero outside the masks within the
+        step too) unless the optimizer is one of ELEMENTWISE, where that changes nothing.
 
         closure: an optimizer that re-evaluates the loss (LBFGS) gets it with the gradients
         masked after every evaluation. scaler: a torch.amp.GradScaler, whose step() unscales
@@ -123,7 +133,10 @@ class Masking:
         scaler.update() after, as usual. Same as before_step(); the step; after_step()."""
         if closure is not None and scaler is not None:
             raise ConfigError("give a closure or a GradScaler, not both (GradScaler does not step closures)")
-        self.before_step()
+        if closure is not None or scaler is not None or type(optimizer) not in ELEMENTWISE:
+            self.before_step()
+        else:
+            self.sync()  # (what mask_grads does first: the masks on the weights' device)
         if scaler is not None:
             scaler.step(optimizer)
         elif closure is not None:
