@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lshx
+import lshx.models.masks
 import lshx.sparse.masking
 from lshx.errors import ConfigError
 from lshx.sparse.any_model import ModuleMasks, maskable, sparsify
@@ -259,11 +260,12 @@ def test_masks_follow_the_weights_device_at_each_step(monkeypatch):
         adapter.set_masks(good)
     adapter.sync = sync
 
-    def spy(m, dtype):  # every use of a mask by Masking goes through mask_as
+    def spy(m, dtype):  # every use of a mask by Masking and its MaskTable goes through mask_as
         seen.append(m.device.type)
         return real(m, dtype)
     real = lshx.sparse.masking.mask_as
     monkeypatch.setattr(lshx.sparse.masking, "mask_as", spy)
+    monkeypatch.setattr(lshx.models.masks, "mask_as", spy)  # (the weights: MaskTable.apply_)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     F.cross_entropy(model(torch.randn(5, 6)), torch.randint(0, 3, (5,))).backward()
     stale()
