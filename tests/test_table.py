@@ -131,3 +131,37 @@ def test_snapshot_refuses_what_it_cannot_copy(tmp_path):
     with pytest.raises(LshxError, match="not an SQLite"):
         snapshot(tmp_path / "x.sqlite", tmp_path / "s.sqlite")
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_check_retrain_script_finds_a_run_identical_and_a_tampered_one_not(tiny_data, tmp_path):
+    """scripts/check_retrain.py (the resume check at a table's real scale): a stored run retrained
+    from scratch is identical to the last bit, test ppl included; a changed stored number is
+    named, exit 1; a wrong candidate is one line, exit 2. The DB is only read."""
+    import hashlib
+    import pathlib
+    import sqlite3
+    import subprocess
+    import sys
+
+    cfg = table_configs("ptb-lstm", "random", 2, "smoke", data=tiny_data, max_batches=2, final_epochs=2,
+                        state="both")
+    db = tmp_path / "t.sqlite"
+    train_table(cfg, db, SerialExecutor(threads=1), "t", seeds=2, quiet=True)
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "check_retrain.py"
+
+    def check(*args):
+        return subprocess.run([sys.executable, str(script), str(db), "--search", "t-t1", *args],
+                              capture_output=True, text=True)
+
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    r = check("--cid", "2", "--epochs", "all")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "training seed 1" in r.stdout and "every number identical" in r.stdout and "test ppl" in r.stdout
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    with sqlite3.connect(db) as con:
+        key = con.execute("SELECT eval_key FROM candidates WHERE search='t-t1' AND cid=2").fetchone()[0]
+        con.execute("UPDATE evals SET val_ppl = val_ppl + 1e-9 WHERE eval_key=? AND seed=0 AND epoch=1", (key,))
+    r = check("--cid", "2", "--epochs", "1")
+    assert r.returncode == 1 and "epoch 1 val_ppl" in r.stdout
+    r = check("--cid", "9")
+    assert r.returncode == 2 and r.stderr.strip() == "check_retrain: search 't-t1' has no candidate 9"

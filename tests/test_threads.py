@@ -50,7 +50,7 @@ def test_threads_is_part_of_the_search(tiny_data, tmp_path):
     k1, k2 = s1.keyed(None)[1], s2.keyed(None)[1]
     assert k1 != k2
     # a job carries the search's thread count, not the executor's, and absolute paths
-    job = s2._job({"origin": "dense", "eval_key": k2, "ckpt_dir": "d"}, 1)
+    job = s2.job({"origin": "dense", "eval_key": k2, "ckpt_dir": "d"}, 1)
     assert job["threads"] == 2
     assert os.path.isabs(job["dir"]) and os.path.isabs(job["train"]["data"])
     db.close()

@@ -102,7 +102,7 @@ class Search:
         self.db.add_candidate(self.name, cid, config or {"dense": True}, config_hash(config) if config else "dense",
                               key, origin, round_, str(self.ckpt_root / key))
 
-    def _job(self, cand: dict, target: int) -> dict:
+    def job(self, cand: dict, target: int) -> dict:
         """A job runs wherever the executor puts it (another process, another Ray node): its
         paths are absolute, as this process resolves them (the default data folder too), and
         its thread count is the search's."""
@@ -141,7 +141,7 @@ class Search:
                 raise CheckpointError(f"the run DB {self.db.path} records candidate {cand['cid']} as trained, but "
                                       f"its checkpoint {ck} is missing: keep {self.ckpt_root.name}/ next to the "
                                       f"DB, or start from a new DB")
-        out.update(zip(todo, run_all(self.ex, J.test_perplexity, [self._job(cands[i], 0) for i in todo])))
+        out.update(zip(todo, run_all(self.ex, J.test_perplexity, [self.job(cands[i], 0) for i in todo])))
         return [out[i] for i in range(len(cands))]
 
     def advance(self, cids: List[int], target: int, what: str) -> None:
@@ -158,7 +158,7 @@ class Search:
         # its checkpoint is at hand: a run DB carried to another machine without its
         # checkpoints (a table resumed from a committed snapshot) needs none of them again
         test = self.cfg.strategy == "full" and target >= self.cfg.final_epochs
-        jobs = [{**self._job(c, target), "test": test} for c in todo]
+        jobs = [{**self.job(c, target), "test": test} for c in todo]
         bar = Progress(len(todo), what, enabled=None if not self.quiet else False)
         for i, res in self.ex.map_unordered(J.advance, jobs):  # each stored as soon as it is done
             self.check_lease()
