@@ -135,6 +135,19 @@ def _int_list(ctx, param, value):
     return out
 
 
+def _seed_list(ctx, param, value):
+    """--table-seeds: None (every seed) or distinct integers >= 0."""
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated training seeds, got {value!r}") from None
+    if not out or min(out) < 0 or len(set(out)) != len(out):
+        raise click.BadParameter(f"expected distinct training seeds >= 0, got {value!r}")
+    return out
+
+
 def _schedules(ctx, param, value):
     out = []
     for v in value:
@@ -151,6 +164,9 @@ def _schedules(ctx, param, value):
 @study_group.command("replay")
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--table", "table_name", required=True, help="The table's name (lshx study table --name).")
+@click.option("--table-seeds", "table_seeds", default=None, callback=_seed_list,
+              help="Replay on these training seeds only (comma-separated; default every seed, each finished): "
+                   "the finished seeds of a table still in training.")
 @click.option("--methods", default=None,
               help="Comma-separated method names (default: every LSH distance and spectrum the table holds, "
                    "loss, full, random).")
@@ -173,7 +189,7 @@ def _schedules(ctx, param, value):
               help="Write regret.png, rho.png, curves.png and replay.json here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, schedules, seeds, workers, full_curve, out_dir, as_json,
+def replay_cmd(db, table_name, table_seeds, methods, hpo, n, e0s, eis, schedules, seeds, workers, full_curve, out_dir, as_json,
                quiet):
     """Replays searches on a table with the real search engine (nothing is trained): LSH with
     each distance and spectrum, the loss-based search on the same schedule, full training
@@ -190,7 +206,7 @@ def replay_cmd(db, table_name, methods, hpo, n, e0s, eis, schedules, seeds, work
 
     if out_dir:
         writable_dir(out_dir, "the --out folder")  # before a replay of minutes
-    table = load_table(db, table_name)
+    table = load_table(db, table_name, table_seeds)
     avail = {m.name: m for m in default_methods(table)}
     chosen = None
     if methods is not None:
@@ -245,7 +261,9 @@ def _echo_noise(noise: dict) -> None:
 def _echo_replay(res: dict, n: int, seeds: int) -> None:
     S = res["table_seeds"]
     best = res["best"]
-    click.echo(f"table {res['table']}: {res['configs']} configurations, {S} training seed(s); best in expectation: "
+    which = ", ".join(map(str, res.get("training_seeds", [])))
+    click.echo(f"table {res['table']}: {res['configs']} configurations, {S} training seed(s) ({which}); best in "
+               f"expectation: "
                f"{describe(best['config'])}, mean test ppl {best['test_ppl']:.2f} (PTB-16%); n = {n}, {seeds} "
                f"replays per setting" + (f" and {seeds} on each training seed" if S >= 2 else ""))
     _echo_noise(res["noise"])

@@ -58,9 +58,12 @@ def test_the_partial_snapshot_resumes_elsewhere():
         c.close()
     assert status[f"{NAME}-t0"] == "done" and set(status) <= {f"{NAME}-t{t}" for t in range(3)}
     unfinished = sorted(n for n, v in status.items() if v != "done")
-    if unfinished:  # a replay refuses it, naming the seed in training
-        with pytest.raises(ConfigError, match=f"{unfinished[0]} is not finished"):
+    if unfinished:  # a replay refuses it, naming the seed in training and the finished ones
+        with pytest.raises(ConfigError, match=f"{unfinished[0]} is not finished.*--table-seeds 0"):
             load_table(PARTIAL, NAME)
+    done = load_table(PARTIAL, NAME, [0])  # which replay alone, with seed 0's numbers
+    whole = load_table(DB, NAME, [0])
+    assert done.evals == whole.evals and done.test == whole.test and done.configs == whole.configs
 
 
 def test_the_committed_db_holds_no_checkpoints_and_no_lease():

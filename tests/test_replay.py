@@ -215,3 +215,45 @@ def test_replay_summary_script_on_a_replay(table_db, tmp_path):
     assert "training noise" in out and "[95%, across seeds]" in out
     assert "full training's epochs for that regret" in out and "highest rho" in out
     assert "| 8 | 32 |" in out  # the anytime curve ends with all 8 configurations trained 4 epochs
+
+
+def test_the_finished_seeds_of_a_table_in_training_replay_alone(table_db, tmp_path):
+    """A table whose seed 1 is still training: replayed whole it is refused, pointing at
+    --table-seeds; --table-seeds 0 replays seed 0 alone (in spawned workers too), with the
+    numbers of the finished table's seed 0; a seed it lacks, or one named twice, is one line."""
+    import shutil
+    import sqlite3
+
+    from lshx.errors import ConfigError
+
+    db, _ = table_db
+    part = tmp_path / "p.sqlite"
+    shutil.copy(db, part)
+    with sqlite3.connect(part) as con:
+        con.execute("UPDATE searches SET status='running', result=NULL WHERE name='t-t1'")
+    with pytest.raises(ConfigError, match=r"t-t1 is not finished .*--table-seeds 0\)"):
+        load_table(part, "t")
+    alone, whole = load_table(part, "t", [0]), load_table(db, "t")
+    assert alone.seeds == [0] and alone.evals == whole.evals[:1] and alone.test == whole.test[:1]
+    assert load_table(db, "t", [1]).evals == whole.evals[1:]
+    with pytest.raises(ConfigError, match=r"has no training seed 3; it has 0, 1"):
+        load_table(part, "t", [0, 3])
+    with pytest.raises(ConfigError, match="is not finished"):
+        load_table(part, "t", [1])
+    args = ["--table", "t", "--n", "6", "--e0", "1", "--ei", "1", "--seeds", "6", "--hpo", "grid",
+            "--methods", "lsh-pca2,loss", "--no-full-curve", "--quiet"]
+    r = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(part), "--table-seeds", "0",
+                        "--workers", "2", "--json", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["table_seeds"] == 1 and got["training_seeds"] == [0]
+    ref = replay(alone, [Method("lsh-pca2"), Method("loss", distance="loss")], ("grid",), n=6, e0s=(1,), eis=(1,),
+                 seeds=6, full_curve=False)
+    assert [m["regret_mean"] for m in got["methods"]] == pytest.approx([m["regret_mean"] for m in ref["methods"]])
+    r = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(part), *args],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--table-seeds 0" in r.stderr and "Traceback" not in r.stderr
+    for bad in ("0,0", "-1", "x"):
+        r = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(part), "--table-seeds",
+                            bad, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -239,7 +239,7 @@ def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress)
     from lshx.search.executors import ProcessExecutor
 
     out = []
-    ex = ProcessExecutor(workers, _worker_init, (str(db_path), table.name))
+    ex = ProcessExecutor(workers, _worker_init, (str(db_path), table.name, list(table.seeds)))
     try:
         for k, rs in enumerate(ex.map(_worker_setting, [{"task": task, "seeds": seeds} for task in tasks])):
             out.append(rs)
@@ -255,11 +255,11 @@ def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress)
 _WORKER_TABLE: Optional[Table] = None
 
 
-def _worker_init(db_path: str, name: str) -> None:
+def _worker_init(db_path: str, name: str, seeds: List[int]) -> None:
     global _WORKER_TABLE
     from lshx.studies.table import load_table
 
-    _WORKER_TABLE = load_table(db_path, name)
+    _WORKER_TABLE = load_table(db_path, name, seeds)
 
 
 def _worker_setting(job: dict) -> List[dict]:
@@ -331,6 +331,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
         out_methods.append(row)
     summary = table.summary()
     return {"table": table.name, "configs": len(table.configs) - 1, "table_seeds": S,
+            "training_seeds": list(table.seeds),
             "best": {"config": table.configs[best], "test_ppl": table.mean_test(best)}, "n": n,
             "noise": stats.noise(table), "off_plateau": summary["off_plateau"], "curves": summary["rows"],
             "skipped_settings": skipped, "full_curve": curve, "methods": out_methods,

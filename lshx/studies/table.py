@@ -14,7 +14,7 @@ import math
 import re
 import sqlite3
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from lshx.errors import ConfigError
 from lshx.paths import writable_file
@@ -181,10 +181,11 @@ def table_names(db: RunDB) -> Dict[str, List[str]]:
     return {k: sorted(v, key=lambda n: int(TABLE_RUN.match(n)["seed"])) for k, v in out.items()}
 
 
-def load_table(db_path: str | Path, name: str) -> Table:
+def load_table(db_path: str | Path, name: str, seeds: Optional[Sequence[int]] = None) -> Table:
     """Reads table NAME (its searches NAME-t0, NAME-t1, ...) from a run DB, read-only, and
     checks that it is whole before anything uses it; one clear error (ConfigError) naming what
-    is missing or damaged otherwise (lshx.studies.table_check)."""
+    is missing or damaged otherwise (lshx.studies.table_check). seeds: only these training
+    seeds (the finished ones of a table still in training); default every seed, each finished."""
     from lshx.studies.table_check import check_table
 
     if not Path(db_path).exists():
@@ -192,7 +193,7 @@ def load_table(db_path: str | Path, name: str) -> Table:
     db = RunDB(db_path, readonly=True)
     try:
         try:
-            table = _read_table(db, db_path, name)
+            table = _read_table(db, db_path, name, seeds)
         except (sqlite3.DatabaseError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"table {name!r} in {db_path} is damaged and cannot be read "
                               f"({type(exc).__name__}: {exc})") from None
@@ -224,12 +225,22 @@ def _config_mismatch(ours: List[Optional[dict]], theirs: List[Optional[dict]], f
     return "; ".join(parts) or "the same configurations in another candidate order"
 
 
-def _read_table(db: RunDB, db_path, name: str) -> Table:
+def _read_table(db: RunDB, db_path, name: str, only: Optional[Sequence[int]] = None) -> Table:
     tables = table_names(db)
     if name not in tables:
         raise ConfigError(f"no table {name!r} in {db_path}" +
                           (f"; tables: {', '.join(sorted(tables))}" if tables else "; it holds no table"))
     names = tables[name]
+    have = {int(TABLE_RUN.match(t)["seed"]): t for t in names}
+    finished = [t for t, n in have.items() if (db.get_search(n) or {}).get("status") == "done"]
+    if only is not None:
+        if not only or len(set(only)) != len(only):
+            raise ConfigError(f"table seeds {list(only)}: name each training seed once")
+        absent = [t for t in only if t not in have]
+        if absent:
+            raise ConfigError(f"table {name!r} has no training seed {', '.join(map(str, absent))}; it has "
+                              f"{', '.join(map(str, sorted(have)))}")
+        names = [have[t] for t in sorted(only)]
     from lshx.studies.table_check import check_same_options
 
     configs: Optional[List[Optional[dict]]] = None
@@ -237,8 +248,10 @@ def _read_table(db: RunDB, db_path, name: str) -> Table:
     for tname in names:
         s = db.get_search(tname)
         if s["status"] != "done":
+            alone = (f", or replay its finished seeds alone (--table-seeds {','.join(map(str, sorted(finished)))})"
+                     if finished and only is None else "")
             raise ConfigError(f"table {name!r}: {tname} is not finished (resume it with lshx study table ... "
-                              f"--name {name} --resume)")
+                              f"--name {name} --resume{alone})")
         if options:
             check_same_options(name, _with_defaults(options), _with_defaults(s["args"]), tname)
         options, task = s["args"], s["task"]
