@@ -11,7 +11,7 @@ re-orthonormalization interval). The first `warmup` steps only advance the state
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple, Union
+from typing import Callable, NamedTuple, Union
 
 import torch
 
@@ -20,13 +20,31 @@ from lshx.lyapunov.config import AUTO, WARMUP_MODES, check_reorth
 from lshx.lyapunov.qr import AUTO_MAX, alive_columns, interval_held, next_interval, qr_function
 
 
+class Exponents(NamedTuple):
+    """What the loop measured over K windows: per window and column of B (unsorted) the sum of
+    log|R_ii| over the counted steps, their number, and the QRs taken (discarded ones included)."""
+    sums: torch.Tensor
+    counted: int
+    qrs: int
+
+    def per_sample(self) -> torch.Tensor:
+        """(K, k) exponents per window, natural log per counted step."""
+        return self.sums / self.counted
+
+    def mean(self) -> torch.Tensor:
+        """(k,) exponents averaged over the windows: the sums added over the windows first, then
+        divided once by K x steps. Every stored spectrum was computed in this order, and float32
+        rounds the other order (per window, then averaged) differently in the last bit: a run
+        retrained from a table must give the table's numbers to the bit (scripts/check_retrain.py)."""
+        return self.sums.sum(0) / (self.sums.shape[0] * self.counted)
+
+
 def run(advance: Callable, tangent: Callable, state, K: int, steps: int, N: int, k: int, like: torch.Tensor, *,
         warmup: int = 0, warmup_mode: str = "advance", qr: str = "householder",
-        reorth_every: Union[int, str] = 1) -> Tuple[torch.Tensor, int]:
+        reorth_every: Union[int, str] = 1) -> Exponents:
     """Eq. 1 over steps 0..steps-1 of a recurrence given by advance(state, t) -> state and
     tangent(state, t, B) -> (state, J B), both pure (the adaptive interval may step an interval
-    again from its start). Returns ((K, k) exponents per sample, natural log per counted step,
-    unsorted: column order of B; the number of QRs taken, discarded ones included)."""
+    again from its start)."""
     if warmup_mode not in WARMUP_MODES:
         raise ConfigError(f"unknown warmup_mode {warmup_mode!r}; allowed: {', '.join(WARMUP_MODES)}")
     reorth_every = check_reorth(reorth_every)
@@ -73,4 +91,4 @@ def run(advance: Callable, tangent: Callable, state, K: int, steps: int, N: int,
         else:
             B = JB
         t += 1
-    return acc / counted, qrs
+    return Exponents(acc, counted, qrs)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lshx import ops
 from lshx.errors import ConfigError
 from lshx.lyapunov.config import LSConfig, LSResult
-from lshx.lyapunov.loop import run
+from lshx.lyapunov.loop import Exponents, run
 from lshx.lyapunov.lstm_tangent import lstm_tangent
 from lshx.models import LSTMLM, RHNLM, MaskedLM, detach_state
 
@@ -191,8 +191,13 @@ def stepper(model: MaskedLM, cfg: LSConfig):
 
 
 def exponents(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig, k: Optional[int] = None):
-    """(K, k) exponents per window (natural log, unsorted) and the number of QRs: the loop of
-    Eq. 1 on `model` (eval behaviour, no gradient unless the reference needs it)."""
+    """(K, k) exponents per window (natural log, unsorted) and the number of QRs."""
+    res = measure(model, tokens, cfg, k)
+    return res.per_sample(), res.qrs
+
+
+def measure(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig, k: Optional[int] = None) -> Exponents:
+    """The loop of Eq. 1 on `model` (eval behaviour, no gradient unless the reference needs it)."""
     K, total = tokens.shape
     N = model.state_size(cfg.state)
     st = stepper(model, cfg)
@@ -227,10 +232,10 @@ def model_spectrum(model: MaskedLM, tokens: torch.Tensor, cfg: LSConfig) -> LSRe
     was_training = model.training
     model.eval()
     try:
-        lam, qrs = exponents(model, tokens, cfg, k)
+        res = measure(model, tokens, cfg, k)
     finally:
         model.train(was_training)
-    lam = lam.mean(0)
+    lam, qrs = res.mean(), res.qrs
     if cfg.log_base == "2":
         lam = lam / math.log(2.0)
     lam = torch.sort(lam.double().cpu(), descending=True).values

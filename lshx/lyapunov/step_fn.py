@@ -102,11 +102,11 @@ def lyapunov_spectrum_fn(step: Callable, h0: torch.Tensor, inputs: torch.Tensor,
         got = tuple(probe[1].shape[1:]) if torch.is_tensor(probe[1]) else type(probe[1]).__name__
         raise ConfigError(f"step must return aux of aux0's per-sequence shape {tuple(state0[1].shape[1:])}, got {got}")
     try:
-        lam, _ = run(advance, tangent, state0, K, T, N, N if k is None else int(k), h0, warmup=warmup, qr=qr,
-                     reorth_every=reorth_every)
+        res = run(advance, tangent, state0, K, T, N, N if k is None else int(k), h0, warmup=warmup, qr=qr,
+                  reorth_every=reorth_every)
     except RuntimeError as exc:
         raise _translated(exc, h0) from None
-    return finish(lam, per_sample)
+    return finish(res, per_sample)
 
 
 def _translated(exc: RuntimeError, h0: torch.Tensor) -> Exception:

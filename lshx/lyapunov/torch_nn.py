@@ -16,16 +16,16 @@ from torch import nn
 from lshx import ops
 from lshx.errors import ConfigError
 from lshx.lyapunov.config import QR_METHODS
-from lshx.lyapunov.loop import run
+from lshx.lyapunov.loop import Exponents, run
 from lshx.lyapunov.lstm_tangent import lstm_tangent
 
 State = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
-def finish(lam: torch.Tensor, per_sample: bool) -> torch.Tensor:
-    """(K, k) exponents -> averaged over the K sequences unless per_sample, sorted descending."""
-    if not per_sample:
-        lam = lam.mean(0)
+def finish(res: Exponents, per_sample: bool) -> torch.Tensor:
+    """The loop's measurement -> (K, k) exponents per sequence if per_sample, else (k,) averaged
+    over the K sequences; sorted descending."""
+    lam = res.per_sample() if per_sample else res.mean()
     return torch.sort(lam, dim=-1, descending=True).values
 
 
@@ -211,6 +211,6 @@ def lyapunov_spectrum(rnn: nn.Module, inputs: torch.Tensor, *, h0: Optional[Stat
     with torch.no_grad():
         steps = _ModuleSteps(rnn, x, state)
         h, c = _initial_state(rnn, h0, K, x, unbatched)
-        lam, _ = run(steps.advance, steps.tangent, (h, c), K, T, N, N if k is None else int(k), x, warmup=warmup,
-                     qr=qr, reorth_every=reorth_every)
-    return finish(lam, per_sample)
+        res = run(steps.advance, steps.tangent, (h, c), K, T, N, N if k is None else int(k), x, warmup=warmup,
+                  qr=qr, reorth_every=reorth_every)
+    return finish(res, per_sample)
