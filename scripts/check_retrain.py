@@ -49,12 +49,35 @@ def _differences(label: str, stored, again) -> list:
     return [] if same else [f"{label}: {stored!r} -> {again!r}"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints its usage first)
+        print(f"check_retrain: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _num(x, spec: str) -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else repr(x)
+
+
+def _epochs(value: str):
+    if value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--epochs must be an integer >= 1 or 'all', got {value!r}")
+    return n
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("db", type=Path, help="the run DB (read only)")
     p.add_argument("--search", required=True, help="the search's name (a table's seed: NAME-tS)")
     p.add_argument("--cid", type=int, required=True, help="the candidate's id in that search (0: dense)")
-    p.add_argument("--epochs", default="2", help="epochs to retrain and compare, or 'all' (with the test ppl)")
+    p.add_argument("--epochs", type=_epochs, default=2, help="epochs to retrain and compare, or 'all' (with the "
+                                                             "test ppl)")
     a = p.parse_args(argv)
     try:
         if not a.db.is_file():
@@ -77,29 +100,38 @@ def main(argv=None) -> int:
         if key != cand["eval_key"]:
             raise LshxError(f"the stored options give the evaluation key {key}, the DB holds {cand['eval_key']}: "
                             f"this lshx would not resume the run, it would train another")
-        target = cfg.final_epochs if a.epochs == "all" else int(a.epochs)
-        if not 1 <= target <= max(stored, default=0):
-            raise LshxError(f"candidate {a.cid} has {len(stored)} stored epochs; --epochs must be 1..{len(stored)} "
-                            f"or 'all'")
-    except (LshxError, ValueError) as exc:
+        if not stored:
+            raise LshxError(f"candidate {a.cid} of {a.search!r} has no stored epoch to compare with")
+        last = max(stored)
+        # 'all': to the search's last epoch, or where the stored run diverged (the retrain stops there too)
+        target = cfg.final_epochs if a.epochs == "all" else a.epochs
+        if target > last and a.epochs != "all":
+            raise LshxError(f"candidate {a.cid} has epochs 1..{last} stored; --epochs must be 1..{last} or 'all'")
+        what = "dense" if cand["origin"] == "dense" else describe(cand["config"])
+        seed = cfg.seed if cfg.train_seed is None else cfg.train_seed
+        print(f"{a.search} candidate {a.cid} ({what}), training seed {seed}, key {key}: retraining "
+              f"{target} epochs", flush=True)
+        with tempfile.TemporaryDirectory(prefix="lshx-retrain-") as tmp:
+            job = {**search.job(cand, target), "dir": tmp, "test": a.epochs == "all"}
+            t0 = time.perf_counter()
+            res = J.advance(job)  # (a missing data folder or device is the LshxError said below)
+            wall = time.perf_counter() - t0
+    except LshxError as exc:
         print(f"check_retrain: {exc}", file=sys.stderr)
         return 2
-    what = "dense" if cand["origin"] == "dense" else describe(cand["config"])
-    seed = cfg.seed if cfg.train_seed is None else cfg.train_seed
-    print(f"{a.search} candidate {a.cid} ({what}), training seed {seed}, key {key}: retraining "
-          f"{target} epochs", flush=True)
-    with tempfile.TemporaryDirectory(prefix="lshx-retrain-") as tmp:
-        job = {**search.job(cand, target), "dir": tmp, "test": a.epochs == "all"}
-        t0 = time.perf_counter()
-        res = J.advance(job)
-        wall = time.perf_counter() - t0
     diffs = []
-    for ev in res["evals"]:
-        old = stored[ev["epoch"]]
+    again = {ev["epoch"]: ev for ev in res["evals"]}
+    for e in sorted(set(again) | {e for e in stored if e <= target}):
+        if e not in stored or e not in again:
+            diffs.append(f"epoch {e}: " + ("retrained, not stored" if e not in stored else "stored, not retrained"))
+            continue
+        ev, old = again[e], dict(stored[e])
+        for f in ("val_ppl", "train_loss"):  # (SQLite stores a NaN as NULL)
+            old[f] = math.nan if old[f] is None else old[f]
         for f in ("val_ppl", "train_loss", "diverged", "spectrum", "extra"):
-            diffs += _differences(f"epoch {ev['epoch']} {f}", old[f], ev[f] if f != "extra" else ev[f] or {})
-        print(f"  epoch {ev['epoch']}: val ppl {ev['val_ppl']:.6f} (stored {old['val_ppl']:.6f}), "
-              f"train loss {ev['train_loss']:.8f} (stored {old['train_loss']:.8f}), "
+            diffs += _differences(f"epoch {e} {f}", old[f], ev[f] if f != "extra" else ev[f] or {})
+        print(f"  epoch {e}: val ppl {_num(ev['val_ppl'], '.6f')} (stored {_num(old['val_ppl'], '.6f')}), "
+              f"train loss {_num(ev['train_loss'], '.8f')} (stored {_num(old['train_loss'], '.8f')}), "
               f"{len(ev['spectrum'] or [])} exponents + {', '.join(sorted(ev['extra'] or {})) or 'no'} extra spectra")
     if a.epochs == "all":
         if test is None:  # (only a table's full strategy stores it)

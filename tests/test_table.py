@@ -165,3 +165,13 @@ def test_check_retrain_script_finds_a_run_identical_and_a_tampered_one_not(tiny_
     assert r.returncode == 1 and "epoch 1 val_ppl" in r.stdout
     r = check("--cid", "9")
     assert r.returncode == 2 and r.stderr.strip() == "check_retrain: search 't-t1' has no candidate 9"
+    for bad in (["--cid", "x"], ["--cid", "2", "--epochs", "x"], ["--cid", "2", "--epochs", "0"],
+                ["--cid", "2", "--epochs", "3"]):
+        r = check(*bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    # a stored NaN (SQLite keeps it as NULL) is compared as a NaN, not a crash
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE evals SET val_ppl = NULL, train_loss = NULL, diverged = 1 WHERE eval_key=? AND seed=0 "
+                    "AND epoch=1", (key,))
+    r = check("--cid", "2", "--epochs", "1")
+    assert r.returncode == 1 and "epoch 1 val_ppl: nan ->" in r.stdout and "Traceback" not in r.stderr

@@ -43,7 +43,7 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
     Householder reference on the same windows (max |delta| over the top half and over all)."""
     from lshx.lyapunov.authors import AuthorsLSTMStep
     from lshx.lyapunov.config import LSConfig
-    from lshx.lyapunov.models import exponents
+    from lshx.lyapunov.models import exponents, measure
 
     model = _ls_model(hidden, layers, density, seed, device, checkpoint)
     H, L = model.hidden_size, model.num_layers
@@ -56,8 +56,8 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
            "hidden": H, "layers": L, "k": k, "samples": samples, "steps": steps, "device": device,
            "checkpoint": checkpoint, "threads": torch.get_num_threads()}
     with torch.no_grad():  # the reference: float64, Householder every step
-        ref = exponents(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k))[0]
-        ref = torch.sort(ref.mean(0), descending=True).values
+        ref = measure(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k)).mean()
+        ref = torch.sort(ref, descending=True).values
         model.float()
     half = max(1, k // 2)
     fns, cases = {}, []
@@ -66,8 +66,8 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
         tangent = variant[2] if len(variant) > 2 else None
         cfg = LSConfig(samples=samples, steps=steps, warmup=0, k=k, qr=qr, reorth_every=m, tangent_dtype=tangent)
         with torch.no_grad():
-            lam, qrs = exponents(model, tokens, cfg)
-        lam = torch.sort(lam.mean(0).double(), descending=True).values
+            res = measure(model, tokens, cfg)
+        lam, qrs = torch.sort(res.mean().double(), descending=True).values, res.qrs
         err = (lam - ref).abs()
         name = f"lshx qr={qr} m={m}" + (f" tangent={tangent}" if tangent else "")
         cases.append({"case": name, "qr": qr, "reorth_every": m, "tangent_dtype": tangent, "qrs": qrs, "top_half_err": float(err[:half].max()),
@@ -86,10 +86,10 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
                 state, Q, logr = step.step(tokens[:, t], state, Q)
                 acc += logr.double()
             theirs = torch.sort((acc / steps).mean(0), descending=True).values
-            jt = exponents(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k,
-                                                            propagate="JT"))[0]
+            jt = measure(model.double(), tokens, LSConfig(samples=samples, steps=steps, warmup=0, k=k,
+                                                          propagate="JT")).mean()
             model.float()
-            jt = torch.sort(jt.mean(0), descending=True).values
+            jt = torch.sort(jt, descending=True).values
         out["authors_err"] = float((theirs - jt).abs()[:half].max())
         if out["authors_err"] > 1e-3:
             raise AssertionError(f"the authors' algorithm differs from lshx's J^T propagation by "

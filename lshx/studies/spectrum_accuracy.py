@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lshx.lyapunov.config import LSConfig
-from lshx.lyapunov.models import exponents
+from lshx.lyapunov.models import measure
 from lshx.models import build_model
 from lshx.search.schedule import distances
 
@@ -46,10 +46,11 @@ def rebuild(compact: dict) -> Tuple[torch.nn.Module, torch.Tensor]:
 
 
 def spectrum(model, tokens: torch.Tensor, cfg: LSConfig) -> Tuple[torch.Tensor, int]:
-    """Sorted exponents (float64, averaged over the windows) and the QRs taken."""
+    """Sorted exponents (float64, averaged over the windows as a search averages them) and the
+    QRs taken."""
     with torch.no_grad():
-        lam, qrs = exponents(model, tokens, cfg)
-    return torch.sort(lam.mean(0).double(), descending=True).values, qrs
+        res = measure(model, tokens, cfg)
+    return torch.sort(res.mean().double(), descending=True).values, res.qrs
 
 
 def reference(model, tokens: torch.Tensor, state: str, warmup: int = 10) -> torch.Tensor:
