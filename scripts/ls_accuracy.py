@@ -44,7 +44,7 @@ def main(as_json: bool) -> None:
             kept = {True: "yes", False: "**no**"}.get(v.get("pca2_order_kept"), "-")
             print(f"| {r['label']} (N = {r['N']}, {r['models']} models) | {v['qr']} | {v['reorth_every']} | "
                   f"{v['tangent_dtype']} | "
-                  f"{v['top_half_err']:.1e} | {v['max_err']:.2g} | {kept} | {v['qrs_per_model']:.0f} | "
+                  f"{v['top_half_err']:.1e} | {v['max_err']:.2g} | {kept} | {v['qrs_per_model']:.3g} | "
                   f"{v['seconds']:.1f} |")
 
 
