@@ -64,6 +64,12 @@ def test_the_partial_snapshot_resumes_elsewhere():
     done = load_table(PARTIAL, NAME, [0])  # which replay alone, with seed 0's numbers
     whole = load_table(DB, NAME, [0])
     assert done.evals == whole.evals and done.test == whole.test and done.configs == whole.configs
+    finished = sorted(int(n.rsplit("-t", 1)[1]) for n, v in status.items() if v == "done")
+    done = load_table(PARTIAL, NAME, finished)  # every finished seed whole: 25 runs x 12 epochs, tested
+    assert done.seeds == finished
+    for t in range(len(finished)):
+        assert len(done.evals[t]) == 25 and all(sorted(e) == list(range(1, 13)) for e in done.evals[t])
+        assert all(math.isfinite(x) for x in done.test[t])
 
 
 def test_the_committed_db_holds_no_checkpoints_and_no_lease():
@@ -73,9 +79,10 @@ def test_the_committed_db_holds_no_checkpoints_and_no_lease():
         assert c.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
         # only spectra and perplexities: a checkpoint of the small preset alone is megabytes
         assert max(len(r[0] or "") for r in c.execute("SELECT spectrum FROM evals")) < 20_000
+        seeds = c.execute("SELECT COUNT(*) FROM searches").fetchone()[0]
     finally:
         c.close()
-    assert DB.stat().st_size < 20_000_000
+    assert DB.stat().st_size < 12_000_000 * seeds  # (about 10 MB a training seed)
 
 
 def test_the_committed_replay_numbers_come_back_from_the_table(table):
