@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             prev = db.get_search(a.search)
             if prev is None:
                 raise LshxError(f"no search {a.search!r} in {a.db}")
-            cfg = SearchConfig(**{k: v for k, v in prev["args"].items() if k in SearchConfig.__dataclass_fields__})
+            cfg = SearchConfig.from_stored(prev["args"])
             cand = {c["cid"]: c for c in db.candidates(a.search)}.get(a.cid)
             if cand is None:
                 raise LshxError(f"search {a.search!r} has no candidate {a.cid}")

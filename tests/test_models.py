@@ -160,9 +160,7 @@ def test_fused_lstm_training_equals_the_per_step_loop_float64():
         torch.testing.assert_close(grads_f[n], grads_l[n], atol=1e-5, rtol=0)
 
 
-def test_fused_lstm_masks_weights_not_known_to_be_exact():
-    model = _masked_lstm(apply=False)  # masks set, weights still nonzero outside them
-    assert model.exact_masked() == set()
+def _assert_fused_forward_matches_loop(model):
     model.eval()
     ids = torch.randint(0, 40, (7, 2))
     model.rnn.fused = True
@@ -170,6 +168,12 @@ def test_fused_lstm_masks_weights_not_known_to_be_exact():
     model.rnn.fused = False
     loop, _ = model(ids)
     torch.testing.assert_close(fused, loop, atol=1e-10, rtol=0)
+
+
+def test_fused_lstm_masks_weights_not_known_to_be_exact():
+    model = _masked_lstm(apply=False)  # masks set, weights still nonzero outside them
+    assert model.exact_masked() == set()
+    _assert_fused_forward_matches_loop(model)
     model.apply_masks_()
     assert model.exact_masked() == set(model.masks)
     with torch.no_grad():
@@ -191,13 +195,7 @@ def test_exactness_is_lost_by_an_in_place_mask_edit_or_a_swapped_parameter():
     dense = {n: torch.randn_like(p) for n, p in model.state_dict().items()}
     model.load_state_dict(dense, assign=True)
     assert model.exact_masked() == set()
-    model.eval()
-    ids = torch.randint(0, 40, (7, 2))
-    model.rnn.fused = True
-    fused, _ = model(ids)
-    model.rnn.fused = False
-    loop, _ = model(ids)
-    torch.testing.assert_close(fused, loop, atol=1e-10, rtol=0)
+    _assert_fused_forward_matches_loop(model)
 
 
 def test_masks_follow_the_model_to_another_dtype_or_device():

@@ -127,8 +127,12 @@ class SearchConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_stored(cls, stored: dict) -> "SearchConfig":
+        """The options a run DB stored for a search; fields added since (like device) take their
+        defaults, fields since removed are dropped."""
+        return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
+
     def same_search(self, stored: dict) -> bool:
-        """Whether options stored in a run DB describe this search (fields added since, like
-        device, take their defaults)."""
-        known = {k: v for k, v in stored.items() if k in self.__dataclass_fields__}
-        return SearchConfig(**known).to_dict() == self.to_dict()
+        """Whether options stored in a run DB describe this search."""
+        return SearchConfig.from_stored(stored).to_dict() == self.to_dict()

@@ -43,7 +43,7 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
     Householder reference on the same windows (max |delta| over the top half and over all)."""
     from lshx.lyapunov.authors import AuthorsLSTMStep
     from lshx.lyapunov.config import LSConfig
-    from lshx.lyapunov.models import exponents, measure
+    from lshx.lyapunov.models import measure
 
     model = _ls_model(hidden, layers, density, seed, device, checkpoint)
     H, L = model.hidden_size, model.num_layers
@@ -75,7 +75,7 @@ def ls_step_case(hidden: int, layers: int, k: Optional[int] = None, samples: int
 
         def run(cfg=cfg):
             with torch.no_grad():
-                exponents(model, tokens, cfg)
+                measure(model, tokens, cfg)
         fns[name] = run
     if authors:  # its exponents are lshx's with J^T propagation: checked before it is timed
         step = AuthorsLSTMStep(model)

@@ -205,7 +205,7 @@ def load_table(db_path: str | Path, name: str, seeds: Optional[Sequence[int]] = 
 
 def _with_defaults(args: dict) -> dict:
     """A search's stored options with the fields added since an older lshx wrote it at their defaults."""
-    return SearchConfig(**{k: v for k, v in args.items() if k in SearchConfig.__dataclass_fields__}).to_dict()
+    return SearchConfig.from_stored(args).to_dict()
 
 
 def _config_mismatch(ours: List[Optional[dict]], theirs: List[Optional[dict]], first: str) -> str:
