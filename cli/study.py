@@ -186,7 +186,9 @@ def _schedules(ctx, param, value):
               help="With the full method: also replay full training of k = 1..all configurations (the anytime "
                    "baseline; about 24 x --seeds replays more).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write regret.png, rho.png, curves.png and replay.json here.")
+              help="Write regret.png, rho.png, curves.png and replay.json here. The settings replayed so far are "
+                   "kept in DIR/.replay-partial/ until replay.json is written: an interrupted replay, rerun with "
+                   "the same options, resumes.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def replay_cmd(db, table_name, table_seeds, methods, hpo, n, e0s, eis, schedules, seeds, workers, full_curve, out_dir, as_json,
@@ -198,10 +200,11 @@ def replay_cmd(db, table_name, table_seeds, methods, hpo, n, e0s, eis, schedules
     from pathlib import Path
 
     from lshx.errors import ConfigError
-    from lshx.paths import writable_dir
+    from lshx.paths import writable_dir, write_text_atomic
     from lshx.progress import Progress
     from lshx.studies.figures import replay_figures
     from lshx.studies.replay import default_methods, replay
+    from lshx.studies.replay_cache import FOLDER as PARTIAL, ReplayCache
     from lshx.studies.table import load_table
 
     if out_dir:
@@ -223,18 +226,24 @@ def replay_cmd(db, table_name, table_seeds, methods, hpo, n, e0s, eis, schedules
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     bar = Progress(1, "replay settings", enabled=False if quiet else None)
+    cache = ReplayCache(Path(out_dir) / PARTIAL, table) if out_dir else None
+    resumed = []
 
     def progress(k, total):
+        if cache and cache.hits and not resumed and not quiet:  # (every lookup precedes the first call)
+            resumed.append(k)
+            click.echo(f"resuming: {cache.hits} of {total} settings were replayed before (kept in {cache.folder})",
+                       err=True)
         bar.total = total
-        bar.update(1)
+        bar.update(k - bar.n)
 
     res = replay(table, chosen, hpos, n, e0s, eis, seeds, progress=progress, workers=workers, db_path=db,
-                 full_curve=full_curve, schedules=schedules)
+                 full_curve=full_curve, schedules=schedules, cache=cache)
     bar.close()
     if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "replay.json").write_text(_json.dumps(clean_json(res), indent=1, default=str))
+        write_text_atomic(Path(out_dir) / "replay.json", _json.dumps(clean_json(res), indent=1, default=str))
         replay_figures(res, out_dir)
+        cache.clear()
     if as_json:
         echo_json(res)
         return

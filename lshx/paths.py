@@ -80,3 +80,22 @@ def readable_file(path: str | os.PathLike, what: str = "the file") -> Path:
     except OSError as exc:
         raise LshxError(f"cannot read {what} {p}: {_reason(exc)}") from None
     return p
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes to a temporary file in the same folder, fsyncs, then renames over `path`: the
+    file is whole or as it was, whatever stops the process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -11,23 +11,7 @@ from lshx.search.executors import SerialExecutor
 from lshx.search.hpo import GridProposer
 from lshx.search.config import SearchConfig
 from lshx.search.engine import run_search
-from lshx.studies.table import load_table, table_configs, train_table
-
-
-@pytest.fixture(scope="module")
-def table_db(tmp_path_factory):
-    from conftest import DATA  # noqa: F401  (the tiny_data fixture is function-scoped)
-
-    import os
-
-    d = tmp_path_factory.mktemp("ptb")
-    for split, n in (("train", 400), ("valid", 120), ("test", 120)):
-        with open(os.path.join(DATA, f"ptb.{split}.txt"), encoding="utf-8") as f:
-            (d / f"ptb.{split}.txt").write_text("".join(next(f) for _ in range(n)), encoding="utf-8")
-    db = tmp_path_factory.mktemp("table") / "t.sqlite"
-    cfg = table_configs("ptb-lstm", "random", 8, "smoke", data=str(d), max_batches=3, final_epochs=4)
-    train_table(cfg, db, SerialExecutor(threads=1), "t", seeds=2, quiet=True)
-    return db, str(d)
+from lshx.studies.table import load_table
 
 
 @pytest.mark.parametrize("hpo,distance", [("grid", "pca2"), ("tpe", "pca2"), ("grid", "loss"), ("tpe", "raw")])

@@ -25,6 +25,7 @@ from lshx.search.schedule import distances, elimination_epochs, round_seed
 from lshx.search.rundb import MemoryRunDB
 from lshx.search.space import config_hash
 from lshx.studies import replay_stats as stats
+from lshx.studies.replay_cache import ReplayCache
 from lshx.studies.table import Table, is_grid_table
 
 
@@ -223,28 +224,40 @@ def settings(methods: Sequence[Method], hpos: Sequence[str], schedules: Sequence
     return out
 
 
-def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress) -> List[List[dict]]:
+def _run_tasks(table: Table, tasks, seeds: int, workers: int, db_path, progress,
+               cache: Optional[ReplayCache] = None) -> List[List[dict]]:
     """Each task (method, hpo, n, e0, ei, training seed or None) replayed for seeds
-    0..seeds-1, in order; workers > 1 spreads the tasks over spawned processes, each loading
-    the table from db_path."""
-    if workers <= 1:
-        out = []
-        for k, task in enumerate(tasks):
-            out.append([_slim(replay_one(table, *task[:5], s, task[5])) for s in range(seeds)])
-            if progress:
-                progress(k + 1, len(tasks))
+    0..seeds-1; workers > 1 spreads the tasks over spawned processes, each loading the table
+    from db_path. With a cache, a task found there is not replayed again, and each task is
+    stored there as soon as it finishes."""
+    out: List[Optional[List[dict]]] = [cache.get(task, seeds) if cache else None for task in tasks]
+    todo = [k for k, r in enumerate(out) if r is None]
+    done = len(tasks) - len(todo)
+    if progress and done:
+        progress(done, len(tasks))
+
+    def finished(k: int, rs: List[dict]) -> None:
+        nonlocal done
+        out[k] = rs
+        if cache:
+            cache.put(tasks[k], seeds, rs)
+        done += 1
+        if progress:
+            progress(done, len(tasks))
+
+    if workers <= 1 or not todo:
+        for k in todo:
+            finished(k, [_slim(replay_one(table, *tasks[k][:5], s, tasks[k][5])) for s in range(seeds)])
         return out
     if db_path is None:
         raise ConfigError("replay with workers needs the table's DB path")
     from lshx.search.executors import ProcessExecutor
 
-    out = []
     ex = ProcessExecutor(workers, _worker_init, (str(db_path), table.name, list(table.seeds)))
     try:
-        for k, rs in enumerate(ex.map(_worker_setting, [{"task": task, "seeds": seeds} for task in tasks])):
-            out.append(rs)
-            if progress:
-                progress(k + 1, len(tasks))
+        jobs = [{"task": tasks[k], "seeds": seeds} for k in todo]
+        for j, rs in ex.map_unordered(_worker_setting, jobs):
+            finished(todo[j], rs)
     except BaseException:
         ex.close(abort=True)
         raise
@@ -276,7 +289,7 @@ def _slim(r: dict) -> dict:
 def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Sequence[str] = ("grid", "tpe"),
            n: int = 8, e0s: Sequence[int] = (1, 2, 3, 4), eis: Sequence[int] = (1, 2), seeds: int = 1000,
            progress=None, workers: int = 1, db_path: Optional[str] = None, full_curve: bool = True,
-           schedules: Optional[Sequence[Tuple[int, int]]] = None) -> dict:
+           schedules: Optional[Sequence[Tuple[int, int]]] = None, cache: Optional[ReplayCache] = None) -> dict:
     """Replays every setting (each e0 with each ei, or exactly the (e0, ei) pairs of
     `schedules`) `seeds` times (search seeds 0..seeds-1, the same for every
     setting), each drawing one training seed per configuration, and with a table of S >= 2
@@ -286,7 +299,8 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     of every early signal with the final test ppl. With the full method and full_curve, also
     the anytime baseline (full training of the first k configurations, k = 1..all) and for each
     setting the epochs it needs for the same regret. workers > 1 spreads the settings over
-    processes (each loads the table from db_path)."""
+    processes (each loads the table from db_path). With a cache (lshx.studies.replay_cache),
+    the tasks an interrupted replay finished are read back instead of replayed."""
     methods = list(methods or default_methods(table))
     if n > len(table.configs) - 1:
         raise ConfigError(f"n = {n} is more than the table's {len(table.configs) - 1} configurations")
@@ -305,7 +319,7 @@ def replay(table: Table, methods: Optional[Sequence[Method]] = None, hpos: Seque
     curve_ks = list(range(1, len(table.configs))) if full is not None and full_curve else []
     keys = [(m, h, n, e0, ei) for m, h, e0, ei in todo] + [(full, "grid", k, 0, 0) for k in curve_ks]
     tasks = [(*key, t) for key in keys for t in [None] + train_seeds]
-    results = iter(_run_tasks(table, tasks, seeds, workers, db_path, progress))
+    results = iter(_run_tasks(table, tasks, seeds, workers, db_path, progress, cache))
     runs = {key: (next(results), [next(results) for _ in train_seeds]) for key in keys}
     exp, best = stats.expected_test(table), table.best()
     curve = []
