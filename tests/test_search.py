@@ -35,6 +35,24 @@ def test_grid_has_24_distinct_points():
     assert {c["death_rate"] for c in g} == {0.8} and {c["death_rate"] for c in grid("ptb-rhn")} == {0.5}
 
 
+def test_config_hash_is_the_stored_one():
+    """The memoized hash is the one every run DB stores: sha1 of the normalized config's JSON
+    (keys sorted), 16 hex digits; a config's spelling (a death rate's last digits past the
+    6th, a missing default growth) does not change it."""
+    import hashlib
+    import json
+    import random
+
+    from lshx.search.space import normalize, random_config
+
+    rng = random.Random(3)
+    for c in grid("ptb-lstm") + grid("ptb-rhn") + [random_config(rng) for _ in range(20)]:
+        want = hashlib.sha1(json.dumps(normalize(c), sort_keys=True).encode()).hexdigest()[:16]
+        assert config_hash(c) == config_hash(dict(c)) == want
+    c = {"init": "ER", "death": "SET", "redistribution": "none", "death_rate": 0.8}
+    assert config_hash(c) == config_hash({**c, "growth": "random", "death_rate": 0.80000004})
+
+
 def test_grid_search_starts_from_seeded_grid_points(tiny_data, tmp_path):
     """With n < 24 a grid search starts from n distinct grid points in an order that depends
     on the seed (a fixed first slice would start every seed from the same uniform corner)."""

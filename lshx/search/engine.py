@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from contextlib import contextmanager
@@ -164,7 +165,7 @@ class Search:
             self.check_lease()
             with self.db.transaction():
                 for ev in res["evals"]:
-                    self.db.put_eval(res["key"], self.cfg.seed, ev, str(Path(todo[i]["ckpt_dir"]) / "last.pt"))
+                    self.db.put_eval(res["key"], self.cfg.seed, ev, os.path.join(todo[i]["ckpt_dir"], "last.pt"))
                 if res.get("test_ppl") is not None:
                     self.db.put_test(res["key"], self.cfg.seed, res["test_ppl"])
             bar.update(1)

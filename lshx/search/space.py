@@ -6,6 +6,7 @@ non-methodological: the death rate, U[0.4, 0.9]. The grid fixes the death rate
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -35,7 +36,24 @@ def normalize(config: dict) -> dict:
 
 
 def config_hash(config: dict) -> str:
-    return hashlib.sha1(json.dumps(normalize(config), sort_keys=True).encode()).hexdigest()[:16]
+    c = normalize(config)
+    try:
+        return _hash_of(tuple(c[k] for k in _HASHED))
+    except TypeError:  # an unhashable value (a malformed config): hashed as it is
+        return _sha(c)
+
+
+_HASHED = ("death", "death_rate", "growth", "init", "redistribution")  # (sorted: normalize's keys)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hash_of(values: tuple) -> str:
+    """config_hash of a normalized config, memoized (a replay hashes the same configs ~10^5 times)."""
+    return _sha(dict(zip(_HASHED, values)))
+
+
+def _sha(c: dict) -> str:
+    return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def grid(task: str) -> List[dict]:
