@@ -2,8 +2,9 @@
 # The GS-24 experiment, end to end and resumable: trains the GS-24 table (whole PTB-16% epochs,
 # P = 12, small preset, SEEDS training seeds; about 7 h a seed on 2 cores: rerun to resume), a
 # commit-ready copy of its run DB in docs/tables/ (spectra and perplexities, no checkpoints),
-# replays 1000 searches per setting on it and writes the figures, replay.json and the markdown
-# tables of docs/results.md (f).
+# replays 1000 searches per setting on it (first LSH against the loss-based search at three
+# settings, docs/figures/replay-claim/, then every method at every setting, docs/figures/replay/)
+# and writes the figures, replay.json and the markdown tables of docs/results.md (f).
 #   nice -n 10 bash scripts/gs24.sh            (WORKERS=2, SEEDS=3 by default; lshx from .venv or PATH)
 #   bash scripts/gs24.sh snapshot              (while it trains: the run DB as it is now, into
 #                                               docs/tables/NAME.partial.sqlite, to commit)
@@ -20,6 +21,7 @@ DB=runs/gs24.sqlite
 TABLE=docs/tables/$NAME.sqlite
 PARTIAL=docs/tables/$NAME.partial.sqlite
 OUT=docs/figures/replay
+CLAIM=docs/figures/replay-claim
 export OMP_NUM_THREADS=1
 if [ "${1:-}" = snapshot ]; then
   exec "$BIN/lshx" study snapshot "$DB" "$PARTIAL"
@@ -37,8 +39,27 @@ rm -f "$PARTIAL"
 mkdir -p "$OUT"
 "$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both --seeds "$SEEDS" \
   --db "$DB" --name "$NAME" --resume --quiet > "$OUT/table.txt"  # (finished: prints its summary)
-SECONDS=0
-"$BIN/lshx" study replay "$TABLE" --table "$NAME" --workers "$WORKERS" --out "$OUT" --quiet > "$OUT/replay.txt"
-echo "replay: $SECONDS s with $WORKERS workers" | tee -a "$OUT/replay.txt"
-"$BIN/python" scripts/replay_summary.py "$OUT/replay.json" > "$OUT/summary.md"
-echo "done: $TABLE, $OUT/{table.txt,replay.txt,replay.json,summary.md,regret.png,rho.png,curves.png}"
+# first the claim (minutes): LSH (pca2) against the loss-based search at the cheapest schedule, the
+# paper's (e0 = ei = 3) and the latest, with the training noise and the signals; then every method
+# at every setting (hours with three seeds). Each resumes where it stopped (its --out keeps the
+# settings replayed so far).
+SETTINGS=(--setting 1/1 --setting 1/2 --setting 2/1 --setting 2/2 --setting 3/1 --setting 3/2 --setting 3/3
+          --setting 4/1 --setting 4/2)
+for what in claim all; do
+  if [ $what = claim ]; then
+    dir=$CLAIM; args=(--methods lsh-pca2,loss --setting 1/1 --setting 3/3 --setting 4/2 --no-full-curve)
+  else
+    dir=$OUT; args=("${SETTINGS[@]}")
+  fi
+  # (done by an earlier run: a replay.json of this many training seeds, and its summary)
+  if [ -f "$dir/summary.md" ] && "$BIN/python" -c 'import json, sys
+sys.exit(json.load(open(sys.argv[1])).get("table_seeds") != int(sys.argv[2]))' "$dir/replay.json" "$SEEDS" 2>/dev/null
+  then continue; fi
+  mkdir -p "$dir"
+  SECONDS=0
+  "$BIN/lshx" study replay "$TABLE" --table "$NAME" "${args[@]}" --workers "$WORKERS" --out "$dir" --quiet \
+    > "$dir/replay.txt"
+  echo "replay: $SECONDS s with $WORKERS workers" | tee -a "$dir/replay.txt"
+  "$BIN/python" scripts/replay_summary.py "$dir/replay.json" > "$dir/summary.md"
+done
+echo "done: $TABLE, $CLAIM/ and $OUT/{table.txt,replay.txt,replay.json,summary.md,regret.png,rho.png,curves.png}"
