@@ -257,10 +257,11 @@ def _ci(ci, fmt="+.2f") -> str:
 def _echo_noise(noise: dict) -> None:
     t, tw = noise["test_ppl"], noise["twins"]
     parts = []
-    for key, what in (("off_plateau", "configurations off the plateau in every seed"), ("all", "every configuration")):
+    for key, what in (("off_plateau", "the {} configurations off the plateau in every seed"),
+                      ("all", "all {} configurations")):
         if t[key]["sd"] is not None:
             parts.append(f"{t[key]['sd']:.2f} {_ci((t[key]['lo'], t[key]['hi']), '.2f')} (df {t[key]['df']}, "
-                         f"{t[key]['groups']} {what})")
+                         f"{what.format(t[key]['groups'])})")
     if tw["sd"] is not None:
         parts.append(f"twin pairs {tw['sd']:.2f} {_ci((tw['lo'], tw['hi']), '.2f')} (df {tw['df']})")
     if parts:

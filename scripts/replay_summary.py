@@ -27,9 +27,10 @@ def noise(res):
     print("| training noise: SD of the final test ppl between runs of one configuration | SD [95%] | df |")
     print("|---|---|---|")
     t = n["test_ppl"]
-    for key, what in (("off_plateau", "configurations off the plateau in every seed"), ("all", "every configuration")):
+    for key, what in (("off_plateau", "the {} configurations off the plateau in every seed"),
+                      ("all", "all {} configurations")):
         if t[key]["sd"] is not None:
-            print(f"| pooled over the {t[key]['groups']} {what} | {t[key]['sd']:.2f} "
+            print(f"| pooled over {what.format(t[key]['groups'])} | {t[key]['sd']:.2f} "
                   f"{ci((t[key]['lo'], t[key]['hi']), '.2f')} | {t[key]['df']} |")
     tw = n["twins"]
     if tw["sd"] is not None:
@@ -127,8 +128,9 @@ def signals(res, ls=("lsh-pca2",)):
         print(f"| {r['epoch']} | " + " | ".join(cells) + f" | {best} |")
     for name in ls:
         print()
-        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%] | per training seed |")
-        print("|---|---|---|---|---|")
+        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%, configurations] | per training "
+              f"seed | [95%, across seeds] | verdict |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
             if name not in r.get("minus_val_ppl", {}):
                 continue
@@ -136,7 +138,8 @@ def signals(res, ls=("lsh-pca2",)):
             per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
             mark = " (excludes 0)" if d["excludes_zero"] else ""
             print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
-                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} |")
+                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} | "
+                  f"{ci(d.get('t_ci'))} | {d.get('verdict', '-')} |")
     print()
     print(res["rho"]["note"] + ".")
 
