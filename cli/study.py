@@ -262,6 +262,11 @@ def _echo_noise(noise: dict) -> None:
         if t[key]["sd"] is not None:
             parts.append(f"{t[key]['sd']:.2f} {_ci((t[key]['lo'], t[key]['hi']), '.2f')} (df {t[key]['df']}, "
                          f"{what.format(t[key]['groups'])})")
+    big = t["off_plateau"].get("largest")
+    if big and big["share"] > 0.5 and t["off_plateau"]["without_largest"]["sd"] is not None:
+        w = t["off_plateau"]["without_largest"]
+        parts.append(f"{big['share']:.0%} of the first from one configuration ({describe(big['config'])}), "
+                     f"without it {w['sd']:.2f} {_ci((w['lo'], w['hi']), '.2f')} (df {w['df']})")
     if tw["sd"] is not None:
         parts.append(f"twin pairs {tw['sd']:.2f} {_ci((tw['lo'], tw['hi']), '.2f')} (df {tw['df']})")
     if parts:

@@ -32,6 +32,11 @@ def noise(res):
         if t[key]["sd"] is not None:
             print(f"| pooled over {what.format(t[key]['groups'])} | {t[key]['sd']:.2f} "
                   f"{ci((t[key]['lo'], t[key]['hi']), '.2f')} | {t[key]['df']} |")
+    big = t["off_plateau"].get("largest")
+    if big and t["off_plateau"]["without_largest"]["sd"] is not None:
+        w, c = t["off_plateau"]["without_largest"], big["config"]
+        print(f"| pooled over the same {t['off_plateau']['groups']} without {c['init']} / {c['death']} / "
+              f"{c['redistribution']}, which carries {big['share']:.0%} of their sum of squares | {w['sd']:.2f} {ci((w['lo'], w['hi']), '.2f')} | {w['df']} |")
     tw = n["twins"]
     if tw["sd"] is not None:
         print(f"| the {len(tw['pairs'])} twin pairs (one algorithm trained twice), every seed | {tw['sd']:.2f} "

@@ -80,3 +80,17 @@ def test_the_cli_resumes_and_removes_what_it_kept(table_db, tmp_path):
     assert not (out / FOLDER).exists() and (out / "replay.json").exists()
     fresh = subprocess.run(cmd[:-2] + ["--json", "--quiet"], capture_output=True, text=True, check=True)
     assert json.loads(r.stdout)["methods"] == json.loads(fresh.stdout)["methods"]
+
+
+def test_only_summaries_are_left_out_of_the_code_fingerprint():
+    """A change to the engine, the proposers or the table reader must miss the cache; the
+    modules left out exist (a renamed one would silently hash again) and only summarize."""
+    from pathlib import Path
+
+    import lshx
+    from lshx.studies.replay_cache import SUMMARY_ONLY
+
+    root = Path(lshx.__file__).resolve().parent
+    assert all((root / m).is_file() for m in SUMMARY_ONLY)
+    assert not {"studies/replay.py", "studies/table.py", "search/engine.py", "search/hpo.py",
+                "search/schedule.py"} & SUMMARY_ONLY

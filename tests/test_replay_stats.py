@@ -33,6 +33,11 @@ def test_pooled_sd_and_its_interval_by_hand():
     assert n["test_ppl"]["all"]["df"] == 6  # every finite configuration
     assert n["per_config"][0]["sd"] == pytest.approx(np.std([210, 206, 214], ddof=1))
     assert n["dense_test_ppl"]["sd"] == pytest.approx(2.0)
+    # config 2 carries the larger share of the pooled sum of squares; the SD without it is config 1's
+    share = ((np.array(groups[1]) - np.mean(groups[1])) ** 2).sum() / ss
+    assert off["largest"]["index"] == 2 and off["largest"]["share"] == pytest.approx(share)
+    assert off["without_largest"]["sd"] == pytest.approx(np.std(groups[0], ddof=1))
+    assert off["without_largest"]["df"] == 2
 
 
 def test_one_seed_has_no_pooled_sd_but_the_twins_still_measure_noise():
@@ -72,7 +77,7 @@ def test_regret_is_judged_by_the_mean_over_seeds():
     assert m["regret_per_seed"] == [5, 0] and m["regret_t_ci"] == pytest.approx(S.t_interval([5, 0]))
 
 
-def test_a_difference_is_called_only_when_both_intervals_exclude_zero():
+def test_a_difference_is_called_only_when_every_interval_excludes_zero():
     t = _table([[0, 200, 210, 230], [0, 200, 212, 228], [0, 201, 209, 231]])
     a = ([{"pick": 1}] * 50, [[{"pick": 1}] * 5] * 3)  # always the best
     b = ([{"pick": 3}] * 50, [[{"pick": 3}] * 5] * 3)  # always the worst
@@ -116,6 +121,19 @@ def test_held_out_regret_judges_each_seed_by_the_others():
     assert m["regret_held_out_per_seed"] == pytest.approx([4.5, 1.5, 5.0])
     assert m["regret_held_out_t_ci"] == pytest.approx(S.t_interval([4.5, 1.5, 5.0]))
     assert m["includes_training_noise"]
+
+
+def test_a_difference_the_held_out_seeds_do_not_confirm_is_not_called():
+    """Every pick is the same, so the replays' and the across-seeds intervals are the point
+    -0.33 (they judge by one mean over the seeds); judged by the other seeds, seeds 0 and 1 say
+    b's pick is better and seed 2 says a's: not called."""
+    t = _table([[0, 200, 210], [0, 200, 210], [0, 215, 196]])
+    a = ([{"pick": 1}] * 40, [[{"pick": 1}] * 4] * 3)
+    b = ([{"pick": 2}] * 40, [[{"pick": 2}] * 4] * 3)
+    d = S.difference(t, a, b)
+    assert d["mean"] == pytest.approx(205 - 616 / 3) and d["ci_excludes_zero"] and d["t_ci_excludes_zero"]
+    assert d["per_seed_held_out"] == pytest.approx([4.5, 4.5, -10])
+    assert not S.excludes_zero(d["t_ci_held_out"]) and d["verdict"] == "not distinguishable"
 
 
 def test_intervals_that_exclude_zero_on_opposite_sides_call_nothing():

@@ -3,7 +3,8 @@ the table's noise (noise), a method's regret at a setting (method_summary), two 
 against each other (difference) and how each early signal ranks the configurations
 (seed_averaged_rho, paired_rho_difference). A pick is judged by its configuration's mean test
 ppl over the seeds; a bootstrap over the replays and a t-interval across the per-seed replays
-bound each number, and a difference is called only when both exclude 0. The method, in full:
+bound each number (the latter also with each seed's picks judged by the other seeds only), and
+a difference is called only when all three exclude 0 on the same side. The method, in full:
 docs/results.md, "How the intervals are made"."""
 from __future__ import annotations
 
@@ -82,6 +83,22 @@ def _pooled_sd(rows: List[List[float]]) -> dict:
             "hi": sd * math.sqrt(df / sps.chi2.ppf(a, df)), "groups": len(rows)}
 
 
+def _largest_share(table: Table, ids: List[int]) -> dict:
+    """Which configuration carries the largest share of the pooled sum of squares, that share,
+    and the pooled SD without it: one run that leaves the plateau late in one seed and early in
+    another can carry most of the pooled SD, which then says little about the others."""
+    S = len(table.evals)
+    if S < 2 or len(ids) < 2:
+        return {}
+    ss = {i: float(np.sum((np.array([table.test[t][i] for t in range(S)]) -
+                           np.mean([table.test[t][i] for t in range(S)])) ** 2)) for i in ids}
+    total = sum(ss.values())
+    top = max(ss, key=ss.get)
+    rest = _pooled_sd([[table.test[t][i] for t in range(S)] for i in ids if i != top])
+    return {"largest": {"index": top, "config": table.configs[top], "share": ss[top] / total if total else 0.0},
+            "without_largest": rest}
+
+
 def twin_pairs(table: Table) -> List[Tuple[int, int]]:
     """GS-24's twins: with SET or magnitude death every tensor loses rate x its nonzeros, so
     'nonzeros' redistribution regrows what 'none' regrows: one algorithm trained twice."""
@@ -141,7 +158,7 @@ def noise(table: Table) -> dict:
     dense = [table.test[t][0] for t in range(S)]
     return {"seeds": S, "configs": len(table.configs) - 1,
             "test_ppl": {"off_plateau": {**_pooled_sd([[table.test[t][i] for t in range(S)] for i in good]),
-                                         "configs": good},
+                                         "configs": good, **_largest_share(table, good)},
                          "all": _pooled_sd([[table.test[t][i] for t in range(S)] for i in finite_ids])},
             "dense_test_ppl": {"values": dense, "sd": float(np.std(dense, ddof=1)) if S >= 2 else None},
             "per_config": per_config, "val_ppl": epochs, "twins": twin}
@@ -202,12 +219,15 @@ def difference(table: Table, a: Tuple[List[dict], List[List[dict]]], b: Tuple[Li
             held.append(float(np.mean(h[[r["pick"] for r in ra]] - h[[r["pick"] for r in rb]])))
         out["per_seed_held_out"] = held
         out["t_ci_held_out"] = t_interval(held)
-        # called only when both intervals exclude 0 on the same side
-        same_side = out["ci_excludes_zero"] and out["t_ci_excludes_zero"] and \
-            (out["ci"][1] < 0) == (out["t_ci"][1] < 0)
+        # called only when all three intervals exclude 0 on the same side: the replays' (the
+        # searches and the seed draws, judged by the mean over the table's seeds), the one
+        # across the per-seed replays (the training seeds), and the held-out one (each seed's
+        # picks judged by the other seeds only: the judge's own noise too)
+        cis = (out["ci"], out["t_ci"], out["t_ci_held_out"])
+        below = all(c is not None and c[1] < 0 for c in cis)
+        above = all(c is not None and c[0] > 0 for c in cis)
         out["includes_training_noise"] = True
-        out["verdict"] = ("not distinguishable" if not same_side else "a picks better" if out["t_ci"][1] < 0
-                          else "b picks better")
+        out["verdict"] = "a picks better" if below else "b picks better" if above else "not distinguishable"
     else:  # one training seed: the interval covers the searches' randomness only, and decides nothing
         out["includes_training_noise"] = False
         out["verdict"] = "undecided: one training seed"
