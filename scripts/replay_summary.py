@@ -120,7 +120,8 @@ def signals(res, ls=("lsh-pca2",)):
     """Spearman rho of each signal at each epoch with the final test ppl of the same run, averaged
     over the training seeds, and the paired difference of the LS signals with the val ppl."""
     rows = res["rho"]["epochs"]
-    sigs = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl")})
+    sigs = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl", "held_out",
+                                                             "minus_val_ppl_held_out")})
     print("| epoch | " + " | ".join(sigs) + " | highest rho (point estimate) [95%] |")
     print("|---|" + "---|" * (len(sigs) + 1))
     for r in rows:
@@ -140,6 +141,24 @@ def signals(res, ls=("lsh-pca2",)):
             if name not in r.get("minus_val_ppl", {}):
                 continue
             d, a, v = r["minus_val_ppl"][name], r[name], r["val_ppl"]
+            per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+            mark = " (excludes 0)" if d["excludes_zero"] else ""
+            print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
+                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} | "
+                  f"{ci(d.get('t_ci'))} | {d.get('verdict', '-')} |")
+        if not any("minus_val_ppl_held_out" in r for r in rows):
+            continue
+        print()
+        print(f"The same, each seed's signals against the other seeds' mean test ppl (the val and test ppl of one "
+              f"run share its noise):")
+        print()
+        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%, configurations] | per training "
+              f"seed | [95%, across seeds] | verdict |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            if name not in r.get("minus_val_ppl_held_out", {}):
+                continue
+            d, a, v = r["minus_val_ppl_held_out"][name], r["held_out"][name], r["held_out"]["val_ppl"]
             per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
             mark = " (excludes 0)" if d["excludes_zero"] else ""
             print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "

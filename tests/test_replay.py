@@ -104,6 +104,15 @@ def test_replay_summary_and_cli(table_db, tmp_path):
     wide = [r["epoch"] for r in rho if r["minus_val_ppl"]["lsh-pca2"]["hi"] > r["minus_val_ppl"]["lsh-pca2"]["lo"]]
     assert 1 <= len(wide) < 4 and 1 not in wide
     assert res["rho"]["pairs_examined"] == len(wide) and res["rho"]["intervals_examined"] == 2 * len(wide)
+    # held out: each seed's val ppl against the other seed's test ppl (scipy, independently)
+    from scipy.stats import spearmanr
+
+    last = rho[-1]
+    want = [spearmanr([table.evals[t][i][4]["val_ppl"] for i in range(1, 9)],
+                      [table.test[1 - t][i] for i in range(1, 9)]).statistic for t in range(2)]
+    assert last["held_out"]["val_ppl"]["per_seed"] == pytest.approx(want)
+    d = last["minus_val_ppl_held_out"]["lsh-pca2"]
+    assert d["diff"] == pytest.approx(last["held_out"]["lsh-pca2"]["rho"] - last["held_out"]["val_ppl"]["rho"])
     noise = res["noise"]
     assert noise["seeds"] == 2 and noise["test_ppl"]["all"]["df"] == 8 and len(noise["per_config"]) == 8
     out = subprocess.run([sys.executable, "-m", "lshx.cli.main", "study", "replay", str(db), "--table", "t",

@@ -9,6 +9,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from lshx.studies.replay import NOT_SIGNALS
+
 
 def _pyplot():
     import matplotlib
@@ -162,7 +164,7 @@ def replay_figures(res: dict, out_dir: str | Path) -> List[Path]:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     rows = res["rho"]["epochs"]
-    signals = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl")})
+    signals = sorted({k for r in rows for k in r if k not in NOT_SIGNALS})
     for k, sig in enumerate(signals):
         pts = [(r["epoch"], r[sig]["rho"], r[sig]["lo"], r[sig]["hi"]) for r in rows
                if sig in r and r[sig]["rho"] is not None]

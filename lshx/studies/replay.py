@@ -370,14 +370,22 @@ def _differences(table: Table, todo, n: int, runs: dict) -> List[dict]:
     return out
 
 
+# the keys of a rho row that are not a signal's rho
+NOT_SIGNALS = ("epoch", "minus_val_ppl", "held_out", "minus_val_ppl_held_out")
+
+
 def signal_correlations(table: Table, methods: Sequence[Method]) -> dict:
     """Spearman rho of each early signal at each epoch with the final test ppl of the same run,
     per training seed and averaged over seeds (a bootstrap over configurations), and for each
     LS signal the paired difference rho(LS) - rho(val ppl). LS distances at epoch e are those a
     search with every configuration alive computes then: pca2 is one PCA fitted on the dense
-    and every configuration's spectra of epochs 1..e."""
+    and every configuration's spectra of epochs 1..e. With two seeds or more, the same against
+    the other seeds' mean test ppl (held_out, minus_val_ppl_held_out)."""
     S, ids = len(table.evals), list(range(1, len(table.configs)))
     y = np.array([stats.last_ranked(table.test[t][i] for i in ids) for t in range(S)])
+    # the val and test ppl of one run share that run's noise, which favours the val ppl against
+    # the same run's test ppl; against the other seeds' mean test ppl it does not
+    y_held = np.array([stats.held_out_test(table, t)[ids] for t in range(S)]) if S >= 2 else None
     signals = [m for m in methods if m.strategy == "lsh" and m.distance != "loss"]
     rows = []
     for e in range(1, table.final_epochs + 1):
@@ -403,14 +411,20 @@ def signal_correlations(table: Table, methods: Sequence[Method]) -> dict:
             idx = row[name].pop("idx")  # (the same configuration resamples for every signal of this epoch)
         row["minus_val_ppl"] = {m.name: stats.paired_rho_difference(x[m.name], x["val_ppl"], y, idx)
                                 for m in signals if m.name in x}
+        if y_held is not None:  # each seed's signal against the other seeds' mean test ppl
+            row["held_out"] = {name: {k: v for k, v in stats.seed_averaged_rho(x[name], y_held, seed=e).items()
+                                      if k != "idx"} for name in x}
+            row["minus_val_ppl_held_out"] = {m.name: stats.paired_rho_difference(x[m.name], x["val_ppl"], y_held, idx)
+                                             for m in signals if m.name in x}
         rows.append(row)
     # what was examined: each (LS signal, epoch) difference with the val ppl has two intervals
     # (over configurations, across seeds); one of zero width (every signal ties, e.g. at epoch
     # 1 where runs of one init are identical) tests nothing and is not counted
-    diffs = [d for r in rows for d in r["minus_val_ppl"].values() if d["hi"] > d["lo"]]
+    diffs = [d for r in rows for d in r["minus_val_ppl"].values() if d["hi"] > d["lo"]]  # (the held-out ones
+    # are the same comparisons judged otherwise, reported beside them and not counted again)
     examined = len(diffs)
     per_diff = 2 if any(d["t_ci"] is not None for d in diffs) else 1
-    rhos = sum(1 for r in rows for k, v in r.items() if k not in ("epoch", "minus_val_ppl") and v["hi"] > v["lo"])
+    rhos = sum(1 for r in rows for k, v in r.items() if k not in NOT_SIGNALS and v["hi"] > v["lo"])
     return {"epochs": rows, "pairs_examined": examined, "intervals_examined": examined * per_diff,
             "rho_intervals": rhos,
             "note": f"{examined} (LS signal, epoch) differences with the val ppl were examined "
