@@ -2,42 +2,26 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from lshx.errors import CheckpointError, WriteError
+from lshx.paths import write_atomic
 
 REQUIRED = ("model_args", "state_dict", "masks", "config", "epoch", "val_ppl", "vocab", "lshx_version")
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:  # (a folder made read-only keeps its half-written hidden temp file)
-                pass
-        if isinstance(exc, OSError):
-            raise WriteError(f"cannot write {path}: {exc.strerror or exc}; rerun with --resume") from None
-        if isinstance(exc, RuntimeError):  # how torch's writer reports a full disk or a file-size limit
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "RuntimeError"
-            raise WriteError(f"cannot write {path}: the write failed (a full disk, or a file-size limit?): "
-                             f"{first}; rerun with --resume") from None
-        raise
-    return path
+        return write_atomic(path, lambda f: torch.save(obj, f), binary=True)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}; rerun with --resume") from None
+    except RuntimeError as exc:  # how torch's writer reports a full disk or a file-size limit
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "RuntimeError"
+        raise WriteError(f"cannot write {path}: the write failed (a full disk, or a file-size limit?): "
+                         f"{first}; rerun with --resume") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
-from lshx.errors import LshxError
+from lshx.errors import LshxError, WriteError
 
 
 def _reason(exc: OSError) -> str:
@@ -82,20 +83,33 @@ def readable_file(path: str | os.PathLike, what: str = "the file") -> Path:
     return p
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes to a temporary file in the same folder, fsyncs, then renames over `path`: the
-    file is whole or as it was, whatever stops the process."""
+def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Calls write(f) on a temporary file in the same folder, fsyncs, then renames it over
+    `path`: the file is whole or as it was, whatever stops the process. Errors propagate as
+    they are (the callers say them in their own words); the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:  # (a folder made read-only keeps its half-written hidden temp file)
+                pass
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """write_atomic of a text; an OSError (a full disk, a read-only folder) is one WriteError."""
+    try:
+        return write_atomic(path, lambda f: f.write(text))
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
