@@ -116,6 +116,23 @@ def epochs_for_full_quality(res, hpo, names=("lsh-pca2", "loss")):
               f"{f if f else 'not reached'} | {per or '-'} |")
 
 
+def rho_difference(rows, name, key, rhos_of):
+    """Per epoch: rho of the LS signal `name` and of the val ppl (rhos_of(row)), and their
+    paired difference row[key][name] with its intervals and verdict."""
+    print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%, configurations] | per training "
+          f"seed | [95%, across seeds] | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if name not in r.get(key, {}):
+            continue
+        d, a, v = r[key][name], rhos_of(r)[name], rhos_of(r)["val_ppl"]
+        per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
+        mark = " (excludes 0)" if d["excludes_zero"] else ""
+        print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
+              f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} | "
+              f"{ci(d.get('t_ci'))} | {d.get('verdict', '-')} |")
+
+
 def signals(res, ls=("lsh-pca2",)):
     """Spearman rho of each signal at each epoch with the final test ppl of the same run, averaged
     over the training seeds, and the paired difference of the LS signals with the val ppl."""
@@ -134,36 +151,13 @@ def signals(res, ls=("lsh-pca2",)):
         print(f"| {r['epoch']} | " + " | ".join(cells) + f" | {best} |")
     for name in ls:
         print()
-        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%, configurations] | per training "
-              f"seed | [95%, across seeds] | verdict |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            if name not in r.get("minus_val_ppl", {}):
-                continue
-            d, a, v = r["minus_val_ppl"][name], r[name], r["val_ppl"]
-            per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
-            mark = " (excludes 0)" if d["excludes_zero"] else ""
-            print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
-                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} | "
-                  f"{ci(d.get('t_ci'))} | {d.get('verdict', '-')} |")
-        if not any("minus_val_ppl_held_out" in r for r in rows):
-            continue
-        print()
-        print(f"The same, each seed's signals against the other seeds' mean test ppl (the val and test ppl of one "
-              f"run share its noise):")
-        print()
-        print(f"| epoch | rho {name} [95%] | rho val ppl [95%] | difference [95%, configurations] | per training "
-              f"seed | [95%, across seeds] | verdict |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            if name not in r.get("minus_val_ppl_held_out", {}):
-                continue
-            d, a, v = r["minus_val_ppl_held_out"][name], r["held_out"][name], r["held_out"]["val_ppl"]
-            per = ", ".join(f"{x:+.2f}" for x in d["per_seed"])
-            mark = " (excludes 0)" if d["excludes_zero"] else ""
-            print(f"| {r['epoch']} | {a['rho']:.2f} {ci((a['lo'], a['hi']), '.2f')} | {v['rho']:.2f} "
-                  f"{ci((v['lo'], v['hi']), '.2f')} | {d['diff']:+.2f} {ci((d['lo'], d['hi']))}{mark} | {per} | "
-                  f"{ci(d.get('t_ci'))} | {d.get('verdict', '-')} |")
+        rho_difference(rows, name, "minus_val_ppl", lambda r: r)
+        if any("minus_val_ppl_held_out" in r for r in rows):
+            print()
+            print("The same, each seed's signals against the other seeds' mean test ppl (the val and test ppl of one "
+                  "run share its noise):")
+            print()
+            rho_difference(rows, name, "minus_val_ppl_held_out", lambda r: r["held_out"])
     print()
     print(res["rho"]["note"] + ".")
 
