@@ -2,8 +2,9 @@
 # The GS-24 experiment, end to end and resumable: trains the GS-24 table (whole PTB-16% epochs,
 # P = 12, small preset, SEEDS training seeds; about 7 h a seed on 2 cores: rerun to resume), a
 # commit-ready copy of its run DB in docs/tables/ (spectra and perplexities, no checkpoints),
-# replays 1000 searches per setting on it (first LSH against the loss-based search at three
-# settings, docs/figures/replay-claim/, then every method at every setting, docs/figures/replay/)
+# replays searches on it (first LSH against the loss-based search at three settings, 1000 a
+# setting, docs/figures/replay-claim/; then every method at every setting, REPLAYS_ALL a setting,
+# docs/figures/replay/)
 # and writes the figures, replay.json and the markdown tables of docs/results.md (f).
 #   nice -n 10 bash scripts/gs24.sh            (WORKERS=2, SEEDS=3 by default; lshx from .venv or PATH)
 #   bash scripts/gs24.sh snapshot              (while it trains: the run DB as it is now, into
@@ -39,18 +40,21 @@ rm -f "$PARTIAL"
 mkdir -p "$OUT"
 "$BIN/lshx" study table ptb-lstm --space gs24 --preset small --final-epochs 12 --state both --seeds "$SEEDS" \
   --db "$DB" --name "$NAME" --resume --quiet > "$OUT/table.txt"  # (finished: prints its summary)
+# every method at every setting: REPLAYS_ALL search seeds per setting (each also on every training
+# seed alone); 300 makes it about 40 min on 2 cores with three seeds, 1000 about 2 h
+REPLAYS_ALL=${REPLAYS_ALL:-300}
 # first the claim (minutes): LSH (pca2) against the loss-based search, full training of the 8 initial
 # configurations and a random pick of them, at the cheapest schedule, the paper's (e0 = ei = 3) and
-# the latest, with the training noise and the signals; then every method at every setting (hours
-# with three seeds). Each resumes where it stopped (its --out keeps the
-# settings replayed so far).
+# the latest, with the training noise and the signals (1000 search seeds, ~12 min); then every method
+# at every setting. Each resumes where it stopped (its --out keeps the settings replayed so far).
 SETTINGS=(--setting 1/1 --setting 1/2 --setting 2/1 --setting 2/2 --setting 3/1 --setting 3/2 --setting 3/3
           --setting 4/1 --setting 4/2)
 for what in claim all; do
   if [ $what = claim ]; then
-    dir=$CLAIM; args=(--methods lsh-pca2,loss,full,random --setting 1/1 --setting 3/3 --setting 4/2 --no-full-curve)
+    dir=$CLAIM; args=(--methods lsh-pca2,loss,full,random --setting 1/1 --setting 3/3 --setting 4/2 --no-full-curve
+                      --seeds 1000)
   else
-    dir=$OUT; args=("${SETTINGS[@]}")
+    dir=$OUT; args=("${SETTINGS[@]}" --seeds "$REPLAYS_ALL")
   fi
   # (done by an earlier run: a replay.json of this many training seeds, and its summary)
   if [ -f "$dir/summary.md" ] && "$BIN/python" -c 'import json, sys
