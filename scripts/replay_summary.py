@@ -178,6 +178,10 @@ def main(path):
         methods(res, hpo)
         print()
         lsh_vs(res, hpo)
+        for a, b in (("lsh-pca2", "full"), ("loss", "full"), ("lsh-pca2", "random"), ("loss", "random")):
+            if any(d["a"] == a and d["b"] == b and d["hpo"] == hpo for d in res["differences"]):
+                print()
+                lsh_vs(res, hpo, a, b)
         print()
         epochs_for_full_quality(res, hpo)
     if res.get("full_curve"):
