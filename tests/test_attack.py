@@ -430,12 +430,23 @@ def test_readers_never_write(tmp_path, tiny_data):
     assert p.returncode == 0 and "best:" in p.stdout, p.stderr
 
 
+def _sigint_default():
+    """In the child before exec: a test run started in the background (`cmd &` without job
+    control) ignores SIGINT, and Python keeps an ignored SIGINT ignored; a user's terminal does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_messages_promise_only_what_the_command_does(tmp_path):
     p = subprocess.Popen(CLI + ["study", "replay", str(TABLE), "--table", NAME, "--seeds", "1000", "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    try:
+        time.sleep(4)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:  # (never left running: the whole table's replay is an hour of CPU)
+            p.kill()
+            p.communicate()
     assert p.returncode == 130 and err.strip().splitlines()[-1] == "lshx: interrupted", err
 
 
