@@ -74,6 +74,34 @@ def methods(res, hpo, settings=None):
               f"{m['train_epochs_mean']:.1f} |")
 
 
+def pivot(res, hpo):
+    """Mean regret of every method (rows) at every setting (columns), and LSH (pca2) - loss
+    with its verdict: the whole replay at a glance."""
+    rows = [m for m in res["methods"] if m["hpo"] == hpo]
+    sets = sorted({(m["e0"], m["ei"]) for m in rows if m["e0"]})
+    names = list(dict.fromkeys(m["method"] for m in rows))
+    print(f"| regret ({hpo}) | " + " | ".join(f"{e0}/{ei}" for e0, ei in sets) + " |")
+    print("|---|" + "---|" * len(sets))
+    for name in names:
+        got = {(m["e0"], m["ei"]): m["regret_mean"] for m in rows if m["method"] == name}
+        if (None, None) in got:  # full, random: no schedule
+            print(f"| {name} | " + " | ".join(f"{got[(None, None)]:.2f}" for _ in sets) + " |")
+        else:
+            print(f"| {name} | " + " | ".join(num(got.get(k), ".2f") for k in sets) + " |")
+    diffs = {(d["e0"], d["ei"]): d for d in res["differences"] if d["a"] == "lsh-pca2" and d["b"] == "loss"
+             and d["hpo"] == hpo}
+    if diffs:
+        def cell(d):
+            if d is None:
+                return "-"
+            tag = {"not distinguishable": "n.d.", "a picks better": "LSH", "b picks better": "loss"}.get(d["verdict"],
+                                                                                                        d["verdict"])
+            return f"{d['mean']:+.2f} {ci(d.get('t_ci'))} {tag}"
+        print(f"| lsh-pca2 - loss [95%, across seeds] | " + " | ".join(cell(diffs.get(k)) for k in sets) + " |")
+        print()
+        print("(n.d.: not distinguishable, by the replays', the across-seeds and the held-out intervals)")
+
+
 def lsh_vs(res, hpo, a="lsh-pca2", b="loss"):
     """a against b on the same replays at every setting: the regret difference and the verdict."""
     rows = [d for d in res["differences"] if d["a"] == a and d["b"] == b and d["hpo"] == hpo]
@@ -173,6 +201,9 @@ def main(path):
     noise(res)
     print()
     plateau(res)
+    for hpo in hpos:
+        print()
+        pivot(res, hpo)
     for hpo in hpos:
         print()
         methods(res, hpo)
