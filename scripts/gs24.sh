@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GS-24 experiment, end to end and resumable: trains the GS-24 table (whole PTB-16% epochs,
-# P = 12, small preset, SEEDS training seeds; about 7 h a seed on 2 cores: rerun to resume), a
+# P = 12, small preset, SEEDS training seeds; 2.5 to 7 h a seed on 2 cores: rerun to resume), a
 # commit-ready copy of its run DB in docs/tables/ (spectra and perplexities, no checkpoints),
 # replays searches on it (first LSH against the loss-based search at three settings, 1000 a
 # setting, docs/figures/replay-claim/; then every method at every setting, REPLAYS_ALL a setting,
