@@ -9,6 +9,8 @@ early signal ranks the configurations best at each epoch.
 import json
 import sys
 
+from lshx.studies.replay import NOT_SIGNALS  # (the keys of a rho row that are not a signal)
+
 
 def num(v, fmt=".1f"):
     return "-" if v is None else f"{v:{fmt}}"  # (replay.json writes inf and NaN as null)
@@ -165,8 +167,7 @@ def signals(res, ls=("lsh-pca2",)):
     """Spearman rho of each signal at each epoch with the final test ppl of the same run, averaged
     over the training seeds, and the paired difference of the LS signals with the val ppl."""
     rows = res["rho"]["epochs"]
-    sigs = sorted({k for r in rows for k in r if k not in ("epoch", "minus_val_ppl", "held_out",
-                                                             "minus_val_ppl_held_out")})
+    sigs = sorted({k for r in rows for k in r if k not in NOT_SIGNALS})
     print("| epoch | " + " | ".join(sigs) + " | highest rho (point estimate) [95%] |")
     print("|---|" + "---|" * (len(sigs) + 1))
     for r in rows:

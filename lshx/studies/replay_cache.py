@@ -63,7 +63,6 @@ class ReplayCache:
 
     def __init__(self, folder: str | os.PathLike, table: Table) -> None:
         self.folder = Path(folder)
-        self.table = table
         self.fingerprint = table_fingerprint(table)
         self.code = code_fingerprint()
         self.hits = 0  # tasks read back so far

@@ -90,11 +90,11 @@ def _largest_share(table: Table, ids: List[int]) -> dict:
     S = len(table.evals)
     if S < 2 or len(ids) < 2:
         return {}
-    ss = {i: float(np.sum((np.array([table.test[t][i] for t in range(S)]) -
-                           np.mean([table.test[t][i] for t in range(S)])) ** 2)) for i in ids}
+    rows = {i: np.array([table.test[t][i] for t in range(S)]) for i in ids}
+    ss = {i: float(((r - r.mean()) ** 2).sum()) for i, r in rows.items()}
     total = sum(ss.values())
     top = max(ss, key=ss.get)
-    rest = _pooled_sd([[table.test[t][i] for t in range(S)] for i in ids if i != top])
+    rest = _pooled_sd([r for i, r in rows.items() if i != top])
     return {"largest": {"index": top, "config": table.configs[top], "share": ss[top] / total if total else 0.0},
             "without_largest": rest}
 
